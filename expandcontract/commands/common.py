@@ -1,0 +1,209 @@
+"""Options every command accepts, and the one place that maps errors to exit codes.
+
+Typer has no "global options after the subcommand", so :func:`command` appends the
+common options to each command's own signature and hands the command a
+:class:`Common` object instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import os
+import sys
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ..errors import EXIT_FAILURE, BadInput, EcmError, Refused
+
+if typing.TYPE_CHECKING:
+    from rich.console import Console
+    from sqlalchemy.engine import Engine
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_COMMON: dict[str, tuple[Any, Any]] = {
+    "database_url": (
+        Annotated[
+            str | None,
+            typer.Option(
+                "--database-url",
+                envvar="ECM_DATABASE_URL",
+                help="Target database URL (postgresql://...), or `embedded` / `embedded:DIR`. "
+                "Default: sqlalchemy.url from the Alembic config.",
+                show_envvar=True,
+            ),
+        ],
+        None,
+    ),
+    "config": (
+        Annotated[
+            Path,
+            typer.Option("-c", "--config", help="Path to alembic.ini.", envvar="ECM_ALEMBIC_CONFIG"),
+        ],
+        Path("alembic.ini"),
+    ),
+    "json_output": (
+        Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout.")],
+        False,
+    ),
+    "log_format": (
+        Annotated[
+            str | None,
+            typer.Option(
+                "--log-format",
+                help="Log format on stderr: console or json (default: console on a TTY, JSON otherwise).",
+                envvar="ECM_LOG_FORMAT",
+            ),
+        ],
+        None,
+    ),
+    "verbose": (
+        Annotated[bool, typer.Option("-v", "--verbose", help="Debug logs and tracebacks.")],
+        False,
+    ),
+}
+
+
+@dataclass
+class Common:
+    """What every command gets: resolved options plus output helpers."""
+
+    database_url: str | None
+    config: Path
+    json_output: bool
+    log_format: str | None
+    verbose: bool
+    _engine: Engine | None = field(default=None, repr=False)
+    _console: Console | None = field(default=None, repr=False)
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, highlight=False)
+        return self._console
+
+    def alembic_config_path(self) -> Path | None:
+        return self.config if self.config.is_file() else None
+
+    def resolve_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        path = self.alembic_config_path()
+        if path is not None:
+            from alembic.config import Config
+
+            url = Config(str(path)).get_main_option("sqlalchemy.url")
+            if url:
+                return url
+        raise BadInput(
+            "no database URL: pass --database-url, set ECM_DATABASE_URL, "
+            f"or set sqlalchemy.url in {self.config}"
+        )
+
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from ..db.engine import create
+
+            self._engine = create(self.resolve_url())
+        return self._engine
+
+    def emit(self, document: Any) -> None:
+        """Write the command's one JSON document to stdout (only with --json)."""
+        if self.json_output:
+            sys.stdout.write(json.dumps(document, default=str, sort_keys=False) + "\n")
+            sys.stdout.flush()
+
+    def say(self, message: Any = "", **kwargs: Any) -> None:
+        """Human output: stderr, never stdout."""
+        self.console.print(message, **kwargs)
+
+
+def _fail(common: Common, exc: BaseException, code: int) -> typing.NoReturn:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if common.verbose:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    sys.stderr.write(f"ecm: error: {message}\n")
+    if isinstance(exc, Refused):
+        for reason in exc.reasons:
+            sys.stderr.write(f"  - {reason}\n")
+    raise typer.Exit(code)
+
+
+def run(common: Common, body: Callable[[], int | None]) -> None:
+    from ..logconfig import configure
+
+    if common.log_format and common.log_format.lower() not in ("console", "json"):
+        sys.stderr.write(f"ecm: error: --log-format must be console or json, not {common.log_format!r}\n")
+        raise typer.Exit(2)
+    configure(common.log_format, common.verbose)
+    try:
+        code = body()
+    except typer.Exit:
+        raise
+    except EcmError as exc:
+        _fail(common, exc, exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("ecm: interrupted\n")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        from sqlalchemy import exc as sa_exc
+
+        if isinstance(exc, sa_exc.DBAPIError):
+            from ..db.engine import first_line
+
+            _fail(common, RuntimeError(f"database error: {first_line(exc)}"), EXIT_FAILURE)
+        _fail(common, exc, EXIT_FAILURE)
+    finally:
+        if common._engine is not None:
+            common._engine.dispose()
+    if code:
+        raise typer.Exit(code)
+
+
+def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """Register ``fn(common, **own_options)`` as a command that also takes the common options."""
+
+    def decorator(fn: F) -> F:
+        hints = typing.get_type_hints(fn, include_extras=True)
+        signature = inspect.signature(fn)
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in list(signature.parameters.values())[1:]
+        ]
+        extra = [
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
+            for n, (ann, default) in _COMMON.items()
+        ]
+
+        @functools.wraps(fn)
+        def wrapper(**options: Any) -> None:
+            common = Common(**{n: options.pop(n) for n in _COMMON})
+            run(common, lambda: fn(common, **options))
+
+        wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + extra,
+            return_annotation=None,
+        )
+        wrapper.__annotations__ = {
+            **{p.name: p.annotation for p in own},
+            **{n: a for n, (a, _) in _COMMON.items()},
+        }
+        app.command(name, **kwargs)(wrapper)
+        return fn
+
+    return decorator
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")

@@ -1,0 +1,40 @@
+"""Exception hierarchy; every error the CLI can show maps to one exit code.
+
+The CLI prints ``str(error)`` as a single line, so messages say what is wrong and
+what to do about it, without needing the traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_REFUSED = 3
+
+
+class EcmError(Exception):
+    """Base class: an error with a user-facing one-line message and an exit code."""
+
+    exit_code: int = EXIT_FAILURE
+
+
+class OperationalError(EcmError):
+    """The database or the environment failed us (unreachable server, DDL error)."""
+
+    exit_code = EXIT_FAILURE
+
+
+class BadInput(EcmError):
+    """The user asked for something impossible or malformed; nothing was changed."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class Refused(EcmError):
+    """A guard refused to proceed because it would break live code or lose data."""
+
+    exit_code = EXIT_REFUSED
+
+    def __init__(self, message: str, reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons: list[str] = list(reasons or [])

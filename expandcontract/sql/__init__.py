@@ -1,0 +1,1 @@
+"""Pure PostgreSQL statement rendering: no driver imports, no connections."""

@@ -1,0 +1,27 @@
+"""Test and lint sessions; `.ci/run` and the README call exactly these."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "venv"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """pytest against a real PostgreSQL: ECM_TEST_DATABASE_URL, else the embedded server."""
+    session.install("-e", ".[dev,embedded]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint + format) and mypy --strict on the package."""
+    session.install("-e", ".[dev,embedded]")
+    session.run("ruff", "check", "expandcontract", "tests", "benchmarks", "migrations", "noxfile.py")
+    session.run(
+        "ruff", "format", "--check", "expandcontract", "tests", "benchmarks", "migrations", "noxfile.py"
+    )
+    session.run("mypy", "--strict", "expandcontract")
