@@ -104,7 +104,8 @@ class TableFacts:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TableFacts:
-        return _build(cls, data)
+        result: TableFacts = _build(cls, data)
+        return result
 
 
 def _build(cls: Any, data: Any) -> Any:
