@@ -1,0 +1,468 @@
+"""LiveReporter: an application process tells the control schema it is alive and what it maps.
+
+The contract guard refuses to remove a column while any live instance maps it, so the
+reporter's job is to be *truthful about liveness* without ever hurting the application:
+
+* Registration and heartbeats write the database clock (``now()``); the guard measures
+  ages with it too, so a host's skewed clock cannot make a dead instance look live.
+* A failing heartbeat (database restarting, failover) is logged and retried with
+  backoff on the heartbeat thread; nothing is ever raised into the application. An
+  instance that cannot report simply expires after its TTL, which is the safe direction:
+  the guard then needs other evidence before it lets a contract run.
+* SIGTERM (the orchestrator's "please stop") deregisters promptly so a rolling deploy's
+  contract need not wait for the TTL. The handler itself only flags and wakes the
+  heartbeat thread (signal handlers must not take locks or do I/O); the thread
+  deregisters with a timeout, then the previous handler's behaviour follows.
+* ``fork()`` copies no threads, so a pre-forking server's workers would look dead (or,
+  worse, share the parent's identity). Each forked child registers as its own instance.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import threading
+import uuid
+import warnings
+import weakref
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from .usage import FALLBACK_SCHEMA, schema_usage
+
+if TYPE_CHECKING:
+    from sqlalchemy import MetaData
+    from sqlalchemy.engine import URL, Connection, Engine
+
+log = structlog.get_logger("expandcontract.live")
+
+#: Longest a stop (or SIGTERM) waits for the deregistration before giving up on it.
+DEREGISTER_TIMEOUT = 5.0
+#: First retry delay after a failed heartbeat; doubles per failure, capped at the interval.
+BACKOFF_FIRST = 0.25
+#: Per-statement limit for the reporter's own writes, so a stuck lock cannot pile them up.
+STATEMENT_TIMEOUT = "5s"
+
+_running: weakref.WeakSet[LiveReporter] = weakref.WeakSet()
+_hooks_installed = False
+_thread_warning_given = False
+_module_lock = threading.Lock()
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
+def _stop_all_at_exit() -> None:
+    for reporter in list(_running):
+        with contextlib.suppress(Exception):
+            reporter.stop()
+
+
+def _restart_all_in_child() -> None:
+    for reporter in list(_running):
+        with contextlib.suppress(Exception):
+            reporter._restart_in_child()
+
+
+def _install_process_hooks() -> None:
+    """One atexit and one at-fork hook for all reporters: both are process-wide and cannot be undone."""
+    global _hooks_installed
+    with _module_lock:
+        if _hooks_installed:
+            return
+        atexit.register(_stop_all_at_exit)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_restart_all_in_child)
+        _hooks_installed = True
+
+
+def _warn_not_main_thread() -> None:
+    global _thread_warning_given
+    with _module_lock:
+        if _thread_warning_given:
+            return
+        _thread_warning_given = True
+    message = (
+        "LiveReporter started outside the main thread: no SIGTERM handler installed "
+        "(Python only allows that in the main thread); call stop() from your shutdown hook, "
+        "or the instance stays live until its TTL passes"
+    )
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    log.warning("live_no_signal_handler", reason="not the main thread")
+
+
+class LiveReporter:
+    """Report this process as a live instance of ``app`` ``version`` and the schema it maps.
+
+    ``bind`` is an Engine or a URL (``postgresql://``/``postgres://`` mean psycopg 3).
+    ``uses`` (``{"table" or "schema.table": [columns]}``) adds what code without
+    SQLAlchemy metadata reads or writes. Use as a context manager, or call :meth:`start`
+    and :meth:`stop` (alias :meth:`deregister`) from the framework's lifecycle hooks.
+    """
+
+    def __init__(
+        self,
+        bind: Engine | URL | str,
+        *,
+        app: str,
+        version: str,
+        metadata: MetaData | None = None,
+        uses: Mapping[str, Iterable[str]] | None = None,
+        interval: float = 10.0,
+        handle_signals: bool = True,
+    ) -> None:
+        if not app or not isinstance(app, str):
+            raise ValueError("LiveReporter needs app, the application's name")
+        if not version or not isinstance(version, str):
+            raise ValueError("LiveReporter needs version, the deployed code's version")
+        if not interval > 0:
+            raise ValueError(f"interval must be positive seconds, not {interval!r}")
+        self.app = app
+        self.version = version
+        self.metadata = metadata
+        self.uses = uses
+        self.interval = float(interval)
+        self.handle_signals = handle_signals
+        self.id = str(uuid.uuid4())
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        #: When the database registered this instance (its clock); None until registered.
+        self.started: datetime | None = None
+        #: What the instance registered as mapped, ``{"schema.table": [columns]}``.
+        self.usage: dict[str, list[str]] | None = None
+        self._bind = bind
+        self._engine: Engine | None = None
+        self._owns_engine = False
+        self._lock = threading.Lock()
+        self._running = False
+        self._registered = False
+        self._deregistered = False
+        self._control_ensured = False
+        self._resync = False
+        self._thread: threading.Thread | None = None
+        self._stop_requested = False
+        self._terminating = False
+        self._reraise_default = False
+        self._previous_handler: Any = None
+        self._handler_installed = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
+
+    # -- public -----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def registered(self) -> bool:
+        """True once the registry has this instance and until it deregisters."""
+        return self._registered and not self._deregistered
+
+    def start(self) -> LiveReporter:
+        """Register now (a failure is logged and retried on the thread) and start heartbeats."""
+        with self._lock:
+            if self._running:
+                return self
+            self._running = True
+            self._stop_requested = False
+            self._terminating = False
+            self._deregistered = False
+        try:
+            self._register()
+        except Exception as exc:
+            log.warning(
+                "live_register_failed",
+                app=self.app,
+                instance=self.id,
+                error=_first_line(exc),
+                retry_in=self.interval,
+            )
+        if self.handle_signals:
+            self._install_signal_handler()
+        _install_process_hooks()
+        _running.add(self)
+        self._start_thread(register_first=not self._registered)
+        return self
+
+    def stop(self) -> None:
+        """Stop heartbeats and deregister (bounded by :data:`DEREGISTER_TIMEOUT`); idempotent."""
+        with self._lock:
+            if not self._running:
+                return
+            self._running = False
+        _running.discard(self)
+        self._stop_requested = True
+        self._wake()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            # The heartbeat thread deregisters on its way out.
+            thread.join(DEREGISTER_TIMEOUT + 1.0)
+        elif thread is None or not thread.is_alive():
+            self._deregister_with_timeout()
+        self._restore_signal_handler()
+        if self._owns_engine and self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    deregister = stop
+
+    def __enter__(self) -> LiveReporter:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return (
+            f"<LiveReporter {self.app} {self.version} id={self.id} pid={self.pid} "
+            f"{'running' if self._running else 'stopped'}>"
+        )
+
+    # -- database ---------------------------------------------------------------------
+
+    def _get_engine(self) -> Engine:
+        if self._engine is None:
+            from sqlalchemy.engine import URL, Engine
+
+            from ..db.engine import create
+
+            bind = self._bind
+            if isinstance(bind, Engine):
+                self._engine = bind
+            else:
+                url = bind.render_as_string(hide_password=False) if isinstance(bind, URL) else str(bind)
+                # Its own small pool: the heartbeat and a deregistration at most at once.
+                self._engine = create(url, pool_size=1, max_overflow=1)
+                self._owns_engine = True
+        return self._engine
+
+    def _timeouts(self, conn: Connection) -> None:
+        from sqlalchemy import text
+
+        conn.execute(text(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'"))
+
+    def _register(self) -> None:
+        from sqlalchemy import text
+
+        from ..db import control
+        from . import registry
+
+        with self._get_engine().connect() as conn:
+            if not self._control_ensured:
+                # Applications may start before anyone ran `ecm init`.
+                control.ensure(conn)
+            with conn.begin():
+                self._timeouts(conn)
+                if self.usage is None:
+                    default_schema = conn.execute(text("SELECT current_schema()")).scalar()
+                    self.usage = schema_usage(self.metadata, self.uses, default_schema or FALLBACK_SCHEMA)
+                self.started = registry.register(
+                    conn,
+                    instance_id=self.id,
+                    app=self.app,
+                    version=self.version,
+                    host=self.host,
+                    pid=self.pid,
+                    interval_s=self.interval,
+                    uses=self.usage,
+                )
+                if not self._control_ensured:
+                    registry.prune(conn)
+        self._control_ensured = True
+        self._registered = True
+        self._resync = False
+        log.info(
+            "live_registered",
+            app=self.app,
+            version=self.version,
+            instance=self.id,
+            pid=self.pid,
+            interval_s=self.interval,
+            tables=len(self.usage or {}),
+        )
+
+    def _beat(self) -> None:
+        from . import registry
+
+        with self._get_engine().connect() as conn, conn.begin():
+            self._timeouts(conn)
+            alive = registry.heartbeat(conn, self.id)
+        if not alive:
+            # Pruned or wiped by hand: come back rather than silently stop counting.
+            log.warning("live_reregister", app=self.app, instance=self.id)
+            self._register()
+
+    def _deregister(self) -> None:
+        from . import registry
+
+        if self._deregistered or not self._registered:
+            self._deregistered = True
+            return
+        with self._get_engine().connect() as conn, conn.begin():
+            self._timeouts(conn)
+            registry.deregister(conn, self.id)
+        self._deregistered = True
+        log.info("live_deregistered", app=self.app, version=self.version, instance=self.id, pid=self.pid)
+
+    def _deregister_with_timeout(self) -> None:
+        """Deregister on a helper thread so a hung database cannot hang the shutdown."""
+
+        def work() -> None:
+            try:
+                self._deregister()
+            except Exception as exc:
+                log.warning("live_deregister_failed", app=self.app, instance=self.id, error=_first_line(exc))
+
+        helper = threading.Thread(target=work, name="ecm-live-deregister", daemon=True)
+        helper.start()
+        helper.join(DEREGISTER_TIMEOUT)
+        if helper.is_alive():
+            log.warning(
+                "live_deregister_timeout", app=self.app, instance=self.id, timeout_s=DEREGISTER_TIMEOUT
+            )
+
+    # -- heartbeat thread -------------------------------------------------------------
+
+    def _start_thread(self, *, register_first: bool) -> None:
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(register_first,),
+            name=f"ecm-live-heartbeat-{self.app}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _wake(self) -> None:
+        # Async-signal-safe enough: a non-blocking send takes no Python-level lock.
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def _sleep(self, seconds: float) -> None:
+        import select
+
+        with contextlib.suppress(OSError, ValueError):
+            ready, _, _ = select.select([self._wake_r], [], [], max(0.0, seconds))
+            if ready:
+                with contextlib.suppress(OSError):
+                    self._wake_r.recv(4096)
+
+    def _run(self, register_first: bool) -> None:
+        failures = 0
+        wait = 0.0 if register_first else self.interval
+        while not self._stop_requested:
+            self._sleep(wait)
+            if self._stop_requested:
+                break
+            try:
+                if self._registered and not self._resync:
+                    self._beat()
+                else:
+                    self._register()
+            except Exception as exc:
+                failures += 1
+                # Recover through a full registration: the control schema or our row may be
+                # what went missing, and the upsert is harmless when nothing did.
+                self._resync = True
+                self._control_ensured = False
+                wait = min(self.interval, BACKOFF_FIRST * 2 ** (failures - 1))
+                log.warning(
+                    "live_heartbeat_failed",
+                    app=self.app,
+                    instance=self.id,
+                    failures=failures,
+                    retry_in=wait,
+                    error=_first_line(exc),
+                )
+                continue
+            if failures:
+                log.info("live_heartbeat_recovered", app=self.app, instance=self.id, failures=failures)
+                failures = 0
+            wait = self.interval
+        self._deregister_with_timeout()
+        if self._terminating:
+            with self._lock:
+                self._running = False
+            _running.discard(self)
+            if self._reraise_default:
+                # Back to the main thread's handler, which now restores SIG_DFL and dies.
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    # -- signals and fork -------------------------------------------------------------
+
+    def _install_signal_handler(self) -> None:
+        if self._handler_installed:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            _warn_not_main_thread()
+            return
+        self._previous_handler = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._handler_installed = True
+
+    def _restore_signal_handler(self) -> None:
+        if not self._handler_installed or threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+            signal.signal(signal.SIGTERM, self._previous_handler or signal.SIG_DFL)
+            self._handler_installed = False
+        # Otherwise someone chained onto us; our handler stays and just passes signals on.
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        previous = self._previous_handler
+        default = not callable(previous) and previous != signal.SIG_IGN
+        thread = self._thread
+        pending = self._running and not self._deregistered and thread is not None and thread.is_alive()
+        if pending:
+            # Set before waking the thread, which reads it once it has deregistered.
+            self._reraise_default = default
+            self._terminating = True
+            self._stop_requested = True
+            self._wake()
+        if callable(previous):
+            previous(signum, frame)
+        elif default and not pending:
+            # No previous handler and nothing left to do: the default action, i.e. die.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    def _restart_in_child(self) -> None:
+        """After fork(): a new instance (own id, own pid) with its own heartbeat thread."""
+        from sqlalchemy.engine import Engine
+
+        self.id = str(uuid.uuid4())
+        self.pid = os.getpid()
+        self.started = None
+        self._lock = threading.Lock()
+        self._registered = False
+        self._deregistered = False
+        self._resync = False
+        self._stop_requested = False
+        self._terminating = False
+        self._reraise_default = False
+        with contextlib.suppress(OSError):
+            self._wake_r.close()
+            self._wake_w.close()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
+        if isinstance(self._engine, Engine):
+            # The parent's pooled connections must not be used here (SQLAlchemy's advice for
+            # forked children); close=False leaves them to the parent.
+            self._engine.dispose(close=False)
+        self._start_thread(register_first=True)
+        log.info("live_forked", app=self.app, instance=self.id, pid=self.pid)

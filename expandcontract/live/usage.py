@@ -1,0 +1,52 @@
+"""Schema usage: which tables and columns a process maps, as ``{"schema.table": [columns]}``.
+
+This is what an instance registers and what the guard compares with a contract's
+``removes``. Names are the database's (``Column.name``, not the attribute key), because a
+contract removes database columns whatever the model calls them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy import MetaData
+
+#: What ``current_schema()`` falls back to when the search_path names no existing schema.
+FALLBACK_SCHEMA = "public"
+
+
+def as_metadata(obj: Any) -> MetaData:
+    """Accept a MetaData, or anything with one at ``.metadata`` (a declarative Base)."""
+    from sqlalchemy import MetaData
+
+    if isinstance(obj, MetaData):
+        return obj
+    candidate = getattr(obj, "metadata", None)
+    if isinstance(candidate, MetaData):
+        return candidate
+    raise TypeError(f"expected a SQLAlchemy MetaData or declarative Base, got {type(obj).__name__}")
+
+
+def qualify(table: str, default_schema: str) -> str:
+    """``"users"`` -> ``"public.users"`` (the connection's current schema); qualified names stay."""
+    return table if "." in table else f"{default_schema}.{table}"
+
+
+def schema_usage(
+    metadata: MetaData | None,
+    uses: Mapping[str, Iterable[str]] | None,
+    default_schema: str,
+) -> dict[str, list[str]]:
+    """Tables and columns mapped by ``metadata`` plus the hand-written ``uses``, sorted."""
+    found: dict[str, set[str]] = {}
+    if metadata is not None:
+        for table in as_metadata(metadata).tables.values():
+            key = f"{table.schema or default_schema}.{table.name}"
+            found.setdefault(key, set()).update(str(c.name) for c in table.columns)
+    for table_name, columns in (uses or {}).items():
+        # A bare string is one column, not a sequence of one-letter columns.
+        names = [columns] if isinstance(columns, str) else list(columns)
+        found.setdefault(qualify(table_name, default_schema), set()).update(str(c) for c in names)
+    return {table: sorted(columns) for table, columns in sorted(found.items())}
