@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .commands import backfill, control, live
+from .commands import backfill, control, live, plan, upgrade
 
 EPILOG = (
     "Exit codes: 0 success; 1 operational failure (database unreachable, DDL failed); "
@@ -50,6 +50,8 @@ def _root(
 
 
 control.register(app)
+plan.register(app)
+upgrade.register(app)
 backfill.register(app)
 live.register(app)
 

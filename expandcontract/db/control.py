@@ -6,6 +6,8 @@ several pods starting an expand at once) serialize instead of racing on CREATE.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +65,33 @@ def current_revision(conn: Connection, schema: str | None = None) -> str | None:
     return conn.exec_driver_sql(f"SELECT version_num FROM {table}").scalar()
 
 
+@contextmanager
+def _preserved_alembic_proxies() -> Iterator[None]:
+    """Alembic keeps one global `op`/`context` proxy and removes it when a command ends; when
+    an application revision brings the control schema up (nested command), put its proxies back."""
+    from alembic import context as context_module
+    from alembic import op as op_module
+
+    saved = [getattr(m, "_proxy", None) for m in (context_module, op_module)]
+    try:
+        yield
+    finally:
+        for proxy in saved:
+            if proxy is not None:
+                proxy._install_proxy()
+
+
+def _autocommit(conn: Connection) -> bool:
+    return conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+
+
+def _commit(conn: Connection) -> None:
+    """Commit, except on an autocommit connection (e.g. inside Alembic's autocommit_block, whose
+    own transaction object must stay open for Alembic to close)."""
+    if not _autocommit(conn) and conn.in_transaction():
+        conn.commit()
+
+
 def ensure(conn: Connection, schema: str | None = None) -> dict[str, Any]:
     """Bring the control schema to head; idempotent and safe to run concurrently.
 
@@ -73,26 +102,26 @@ def ensure(conn: Connection, schema: str | None = None) -> dict[str, Any]:
 
     schema = schema or control_schema()
     head = head_revision()
-    if conn.in_transaction():
-        conn.commit()
+    _commit(conn)
     key = lock_key("control:" + schema)
     conn.exec_driver_sql(f"SELECT pg_advisory_lock({key})")
-    conn.commit()
+    _commit(conn)
     try:
         before = current_revision(conn, schema)
-        conn.commit()
+        _commit(conn)
         if before != head:
             # Alembic creates its version table before running 0001, so the schema must exist first.
             conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {q(schema)}")
             log.info("control_schema_upgrade", schema=schema, from_revision=before, to_revision=head)
-            command.upgrade(alembic_config(conn, schema), "head")
-            conn.commit()
+            with _preserved_alembic_proxies():
+                command.upgrade(alembic_config(conn, schema), "head")
+            _commit(conn)
         return {"schema": schema, "before": before, "version": head, "changed": before != head}
     finally:
-        if conn.in_transaction():
+        if not _autocommit(conn) and conn.in_transaction():
             conn.rollback()
         conn.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
-        conn.commit()
+        _commit(conn)
 
 
 def offline_sql(schema: str | None = None) -> str:

@@ -1,0 +1,158 @@
+"""Lock-safe execution of plan steps on an autocommit connection.
+
+Every short DDL step runs with a session ``lock_timeout`` and is retried with
+exponential backoff and jitter (tenacity): an ACCESS EXCLUSIVE request queued behind
+a long transaction would otherwise block every reader behind it. No lock is held
+across a sleep, because each attempt is its own transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ..errors import OperationalError
+from ..plan.model import Step
+from ..settings import get
+from ..sql.quoting import literal
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+log = structlog.get_logger("expandcontract.executor")
+
+#: SQLSTATEs worth another attempt: lock_not_available, deadlock_detected, serialization_failure.
+RETRYABLE = {"55P03", "40P01", "40001"}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    lock_timeout: str
+    statement_timeout: str
+    attempts: int
+
+    @classmethod
+    def from_env(cls) -> Timeouts:
+        try:
+            attempts = max(1, int(get("ECM_DDL_RETRIES")))
+        except ValueError:
+            attempts = 10
+        return cls(get("ECM_LOCK_TIMEOUT"), get("ECM_STATEMENT_TIMEOUT"), attempts)
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "diag", None), "sqlstate", None)
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", exc)
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
+def _set(conn: Connection, name: str, value: str) -> None:
+    conn.exec_driver_sql(f"SELECT set_config({literal(name)}, {literal(value)}, false)")
+
+
+def reset(conn: Connection) -> None:
+    """Leave the session as we found it: later migrations in the same run must not inherit our timeouts."""
+    conn.exec_driver_sql("RESET lock_timeout")
+    conn.exec_driver_sql("RESET statement_timeout")
+
+
+def _already_done(conn: Connection, step: Step) -> bool:
+    if not step.skip_if:
+        return False
+    return bool(conn.exec_driver_sql(step.skip_if).scalar())
+
+
+def _index_state(conn: Connection, index: str) -> bool | None:
+    """True valid, False INVALID (a leftover of a failed CONCURRENTLY build), None absent."""
+    row = conn.exec_driver_sql(
+        f"SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass({literal(index)})"
+    ).first()
+    return None if row is None else bool(row[0])
+
+
+def execute(conn: Connection, step: Step, timeouts: Timeouts | None = None) -> str:
+    """Run one step; returns "ran" or "skipped". Raises OperationalError after the last attempt."""
+    from sqlalchemy import exc as sa_exc
+    from tenacity import (
+        RetryError,
+        Retrying,
+        retry_if_exception,
+        stop_after_attempt,
+        wait_exponential_jitter,
+    )
+
+    timeouts = timeouts or Timeouts.from_env()
+    concurrent = step.kind == "concurrent"
+    attempts = 3 if concurrent else timeouts.attempts
+
+    def retryable(exc: BaseException) -> bool:
+        if not isinstance(exc, sa_exc.DBAPIError):
+            return False
+        if concurrent:  # a failed CONCURRENTLY build is cleaned up and retried, whatever the cause
+            return _sqlstate(exc) not in {"42P01", "42703", "42601", "42883", "23505"}
+        return _sqlstate(exc) in RETRYABLE
+
+    def attempt() -> str:
+        if concurrent:
+            # CREATE INDEX CONCURRENTLY waits for old snapshots through lock waits: a short
+            # lock_timeout would fail it after the whole build. It blocks no reads or writes.
+            _set(conn, "lock_timeout", "0")
+            _set(conn, "statement_timeout", "0")
+        else:
+            _set(conn, "lock_timeout", timeouts.lock_timeout)
+            _set(conn, "statement_timeout", timeouts.statement_timeout)
+        if _already_done(conn, step):
+            return "skipped"
+        if step.index:
+            state = _index_state(conn, step.index)
+            if state is True:
+                return "skipped"
+            if state is False:
+                log.warning("invalid_index_dropped", index=step.index, step=step.name)
+                conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {step.index}")
+        try:
+            conn.exec_driver_sql(step.sql)
+        except sa_exc.DBAPIError:
+            if step.index and _index_state(conn, step.index) is False:
+                conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {step.index}")
+            raise
+        return "ran"
+
+    def before_sleep(state: object) -> None:
+        outcome = getattr(state, "outcome", None)
+        exc = outcome.exception() if outcome is not None else None
+        log.warning(
+            "step_retry",
+            step=step.name,
+            attempt=getattr(state, "attempt_number", None),
+            error=_first_line(exc) if exc else None,
+        )
+
+    try:
+        for try_ in Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential_jitter(initial=0.1, max=5.0, jitter=0.2),
+            retry=retry_if_exception(retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        ):
+            with try_:
+                return attempt()
+    except RetryError as exc:  # pragma: no cover - reraise=True makes this unreachable
+        raise OperationalError(f"step {step.name!r} failed: {exc}") from exc
+    except sa_exc.DBAPIError as exc:
+        hint = ""
+        if _sqlstate(exc) in RETRYABLE:
+            hint = (
+                f" after {attempts} attempts (lock_timeout {timeouts.lock_timeout}); a long-running "
+                "transaction probably holds a lock on the table: let it finish, then run the phase again"
+            )
+        raise OperationalError(f"step {step.name!r} failed: {_first_line(exc)}{hint}") from exc
+    raise AssertionError("unreachable")

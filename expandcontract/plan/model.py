@@ -1,0 +1,93 @@
+"""Plan, Phase and Step: what every operation produces and every runner executes.
+
+A Step is one SQL statement plus how it must be run (its kind), so that the same
+plan can be executed live with lock timeouts and retries, or rendered offline as a
+psql script, without the operation knowing which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+StepKind = Literal["ddl", "concurrent", "backfill", "guard", "sql"]
+PhaseName = Literal["expand", "backfill", "contract"]
+
+PHASES: tuple[PhaseName, ...] = ("expand", "backfill", "contract")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One idempotent action.
+
+    kind:
+      ``ddl``      short DDL: lock_timeout + statement_timeout, retried on lock timeouts.
+      ``concurrent`` CREATE/DROP INDEX CONCURRENTLY, VALIDATE CONSTRAINT: no statement_timeout,
+                   waits behind old transactions; with ``index`` set an INVALID leftover is dropped and rebuilt.
+      ``backfill`` the plan's backfill (engine live; a procedure offline).
+      ``guard``    the contract guard (Python live; a DO block that raises offline).
+      ``sql``      plain statement (no lock concerns), e.g. a comment.
+    skip_if: a query returning one boolean, true when the step is already done; used
+      live for steps PostgreSQL has no IF [NOT] EXISTS for.
+    """
+
+    name: str
+    kind: StepKind
+    sql: str = ""
+    lock: str = ""
+    skip_if: str | None = None
+    index: str | None = None  # schema-qualified, quoted name of the index a concurrent step builds
+    squawk_ignore: tuple[tuple[str, str], ...] = ()  # (rule, reason) for the offline script
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Step:
+        data = dict(data)
+        data["squawk_ignore"] = tuple(tuple(x) for x in data.get("squawk_ignore", ()))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: PhaseName
+    summary: str
+    upgrade: tuple[Step, ...]
+    downgrade: tuple[Step, ...]
+    before: str = ""  # what must be deployed before this phase runs
+    after: str = ""  # what may be deployed once it has run
+    rollback: str = ""  # how to roll it back
+
+
+@dataclass(frozen=True)
+class Plan:
+    plan_id: str
+    operation: str
+    schema: str
+    table: str
+    title: str
+    phases: tuple[Phase, ...]
+    # {"schema.table": [columns]} that the contract removes (guard) / expand adds (downgrade guard).
+    removes: dict[str, list[str]] = field(default_factory=dict)
+    adds: dict[str, list[str]] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)  # operation parameters + frozen facts
+    backfill: dict[str, Any] | None = None  # BackfillSpec.to_json()
+    reverse_backfill: dict[str, Any] | None = None  # for the contract's downgrade
+    notes: tuple[str, ...] = ()
+
+    def phase(self, name: PhaseName) -> Phase:
+        for phase in self.phases:
+            if phase.name == name:
+                return phase
+        raise KeyError(name)
+
+    def ledger_spec(self) -> dict[str, Any]:
+        """What ``ecm.plans.spec`` stores: enough for ecm backfill/verify/guard to work alone."""
+        return {
+            **self.spec,
+            "removes": self.removes,
+            "adds": self.adds,
+            "backfill": self.backfill,
+            "reverse_backfill": self.reverse_backfill,
+        }

@@ -1,0 +1,343 @@
+"""`ecm upgrade`: apply the application line, the backfills and the guarded contracts in order.
+
+The runner never holds a lock across phases: the application line runs with backfills
+deferred, backfills run through the engine (resumable, throttled), and each pending
+contract is decided by the guard first and applied alone, so one held contract never
+blocks another plan's.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ..errors import BadInput, Refused
+from ..settings import control_schema
+from .project import CONTRACT_VERSION_TABLE, Project
+
+if TYPE_CHECKING:
+    from alembic.script import Script, ScriptDirectory
+    from sqlalchemy.engine import Connection, Engine
+
+log = structlog.get_logger("expandcontract.runner")
+PHASE_ORDER = ("expand", "backfill", "contract")
+
+
+@dataclass
+class Report:
+    phase: str
+    dry_run: bool = False
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    backfills: list[dict[str, Any]] = field(default_factory=list)
+    contracts_applied: list[dict[str, Any]] = field(default_factory=list)
+    held: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "dry_run": self.dry_run,
+            "applied": self.applied,
+            "pending": self.pending,
+            "backfills": self.backfills,
+            "contracts": {"applied": self.contracts_applied, "held": self.held},
+        }
+
+
+@contextmanager
+def env(**values: str | None) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, old in saved.items():
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
+
+
+def describe(script: Script) -> dict[str, Any]:
+    module = script.module
+    return {
+        "revision": script.revision,
+        "plan_id": getattr(module, "PLAN_ID", None),
+        "phase": getattr(module, "PHASE", None),
+        "doc": (script.doc or "").strip().splitlines()[0] if script.doc else "",
+    }
+
+
+def current_heads(
+    conn: Connection, *, version_table: str = "alembic_version", schema: str | None = None
+) -> tuple[str, ...]:
+    from alembic.runtime.migration import MigrationContext
+
+    opts: dict[str, Any] = {"version_table": version_table}
+    if schema:
+        opts["version_table_schema"] = schema
+    ctx = MigrationContext.configure(conn, opts=opts)
+    return tuple(ctx.get_current_heads())
+
+
+def pending_revisions(script: ScriptDirectory, current: tuple[str, ...]) -> list[Script]:
+    """Revisions between the database's heads and the script's heads, oldest first."""
+    upper = script.get_heads()
+    if not upper:
+        return []
+    revs = list(script.iterate_revisions(tuple(upper), current or "base"))
+    revs = [r for r in revs if r.revision not in current]
+    revs.reverse()
+    return revs
+
+
+def pending_contracts(project: Project, conn: Connection) -> list[Script]:
+    script = project.contract_script()
+    if script is None:
+        return []
+    applied = set(current_heads(conn, version_table=CONTRACT_VERSION_TABLE, schema=control_schema()))
+    # Each contract is its own branch (usually one revision): pending = not applied, oldest first.
+    done: set[str] = set()
+    for rev in applied:
+        done |= {r.revision for r in script.iterate_revisions(rev, "base")}
+    return [r for r in reversed(list(script.walk_revisions())) if r.revision not in done]
+
+
+def _app_config(project: Project, url: str) -> Any:
+    project.config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return project.config
+
+
+def _plan_of(script: Script) -> dict[str, Any] | None:
+    plan = getattr(script.module, "PLAN", None)
+    return plan if isinstance(plan, dict) else None
+
+
+def decide_contract(conn: Connection, plan: dict[str, Any], *, allow_no_reporters: bool) -> Any:
+    from ..live.guard_check import check_contract
+    from .runtime import backfill_problems
+
+    try:
+        problems = backfill_problems(conn, plan)
+    except Exception as exc:  # fail closed: we could not prove the data is in step
+        problems = [f"could not verify the backfill of {plan['plan_id']}: {str(exc).splitlines()[0]}"]
+    return check_contract(
+        conn,
+        removes=plan["removes"],
+        plan_id=plan["plan_id"],
+        allow_no_reporters=allow_no_reporters,
+        backfill_problems=problems,
+    )
+
+
+def upgrade(
+    project: Project,
+    engine: Engine,
+    url: str,
+    phase: str,
+    *,
+    dry_run: bool = False,
+    force: dict[str, str] | None = None,
+    allow_no_reporters: bool = False,
+    progress: bool | None = None,
+) -> Report:
+    from alembic import command
+
+    from ..db import control, ledger
+
+    if phase not in PHASE_ORDER:
+        raise BadInput(f"--phase must be one of {', '.join(PHASE_ORDER)}, not {phase!r}")
+    force = force or {}
+    report = Report(phase=phase, dry_run=dry_run)
+    cfg = _app_config(project, url)
+    script = project.script()
+    with engine.connect() as conn:
+        if not dry_run:
+            control.ensure(conn)
+            conn.commit()
+        before = pending_revisions(script, current_heads(conn))
+        conn.rollback()
+    if dry_run:
+        report.pending = [describe(s) for s in before]
+    elif before:
+        log.info("app_upgrade", revisions=len(before))
+        with env(ECM_BACKFILL="defer"):
+            command.upgrade(cfg, "heads")
+        report.applied = [describe(s) for s in before]
+
+    if PHASE_ORDER.index(phase) >= 1:
+        _backfills(engine, report, dry_run=dry_run, progress=progress)
+    if PHASE_ORDER.index(phase) >= 2:
+        _contracts(
+            project, engine, report, dry_run=dry_run, force=force, allow_no_reporters=allow_no_reporters
+        )
+    if not dry_run and force:
+        unknown = set(force) - {c["plan_id"] for c in report.contracts_applied + report.held}
+        if unknown:
+            log.warning("force_contract_unused", plans=sorted(unknown))
+    del ledger
+    return report
+
+
+def _backfills(engine: Engine, report: Report, *, dry_run: bool, progress: bool | None) -> None:
+    from ..backfill.engine import run_backfill, verify
+    from ..backfill.spec import BackfillSpec
+    from ..db import ledger
+
+    with engine.connect() as conn:
+        rows = [r for r in ledger.plans(conn) if r["phase"] not in ("contracted", "aborted")]
+        conn.rollback()
+    for row in rows:
+        spec_json = (row.get("spec") or {}).get("backfill")
+        if not spec_json or (
+            row["backfill_status"] in ("none",) and row["phase"] in ("planned", "expanding")
+        ):
+            continue
+        spec = BackfillSpec.from_json(spec_json)
+        entry: dict[str, Any] = {"plan_id": row["plan_id"], "status_before": row["backfill_status"]}
+        if dry_run:
+            if row["backfill_status"] != "complete":
+                report.backfills.append({**entry, "action": "would run"})
+            continue
+        if row["backfill_status"] != "complete":
+            result = run_backfill(engine, spec, progress=progress)
+            entry["rows"] = getattr(result, "rows_done", None)
+        checked = verify(engine, spec)
+        entry["verified"] = bool(checked.ok)
+        if not checked.ok:
+            entry["mismatches"] = [str(k) for k in list(checked.mismatches)[:10]]
+        report.backfills.append(entry)
+
+
+def _contracts(
+    project: Project,
+    engine: Engine,
+    report: Report,
+    *,
+    dry_run: bool,
+    force: dict[str, str],
+    allow_no_reporters: bool,
+) -> None:
+    from alembic import command
+
+    from ..db import ledger
+
+    with engine.connect() as conn:
+        pending = pending_contracts(project, conn) if project.contract_script() else []
+        conn.rollback()
+    if not pending:
+        return
+    ccfg = project.contract_config()
+    for script in pending:
+        plan = _plan_of(script)
+        info = describe(script)
+        if plan is None:
+            report.held.append(
+                {**info, "reasons": ["not an ecm contract revision (no PLAN): apply it by hand"]}
+            )
+            continue
+        plan_id = plan["plan_id"]
+        with engine.connect() as conn:
+            decision = decide_contract(conn, plan, allow_no_reporters=allow_no_reporters)
+            conn.rollback()
+        forced = plan_id in force
+        if dry_run:
+            report.pending.append({**info, "allowed": decision.allowed, "reasons": list(decision.reasons)})
+            continue
+        if not decision.allowed and not forced:
+            report.held.append({**info, "reasons": list(decision.reasons)})
+            with engine.connect() as conn:
+                ledger.record(
+                    conn,
+                    plan_id=plan_id,
+                    revision=script.revision,
+                    phase="contract",
+                    step="guard",
+                    outcome="held",
+                    detail={"reasons": list(decision.reasons)},
+                )
+                conn.commit()
+            continue
+        values: dict[str, str | None] = {
+            "ECM_ALLOW_NO_REPORTERS": "1" if allow_no_reporters else None,
+            "ECM_FORCE_CONTRACT": plan_id if forced else None,
+            "ECM_FORCE_REASON": force.get(plan_id) if forced else None,
+        }
+        try:
+            with env(**values), engine.connect() as conn:
+                ccfg.attributes["connection"] = conn
+                command.upgrade(ccfg, script.revision)
+                conn.commit()
+        except Refused as exc:
+            report.held.append({**info, "reasons": exc.reasons or [str(exc)]})
+            continue
+        finally:
+            ccfg.attributes.pop("connection", None)
+        report.contracts_applied.append({**info, "forced": forced})
+
+
+def offline_sql(project: Project, engine: Engine, url: str, phase: str) -> str:
+    """Every pending step through ``phase`` as one psql script; changes nothing."""
+    from alembic import command
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    from ..db import control
+    from ..sql.quoting import literal, q
+
+    if phase not in PHASE_ORDER:
+        raise BadInput(f"--phase must be one of {', '.join(PHASE_ORDER)}, not {phase!r}")
+    cfg = _app_config(project, url)
+    out = io.StringIO()
+    out.write("-- expandcontract: pending steps through phase " + phase + "\n")
+    out.write("-- run with: psql -v ON_ERROR_STOP=1 -f this.sql (not inside a transaction block)\n")
+    with engine.connect() as conn:
+        control_version = control.current_revision(conn)
+        app_current = current_heads(conn)
+        contracts = pending_contracts(project, conn) if phase == "contract" and control_version else []
+        if phase == "contract" and not control_version:
+            contracts = (
+                list(reversed(list(project.contract_script().walk_revisions())))
+                if project.contract_script()
+                else []
+            )
+        conn.rollback()
+    if control_version is None:
+        out.write(control.offline_sql())
+    if len(app_current) > 1:
+        raise BadInput("the database has several Alembic heads; --sql needs a single starting revision")
+    start = app_current[0] if app_current else None
+    cfg.output_buffer = out
+    script = project.script()
+    if script.get_heads() and pending_revisions(script, app_current):
+        with env(ECM_BACKFILL="defer" if phase == "expand" else "inline"):
+            command.upgrade(cfg, f"{start}:heads" if start else "heads", sql=True)
+    if contracts:
+        s = q(control_schema())
+        out.write(
+            f"\nCREATE TABLE IF NOT EXISTS {s}.{q(CONTRACT_VERSION_TABLE)} "
+            f"(version_num varchar(32) NOT NULL, CONSTRAINT contract_version_pkc PRIMARY KEY (version_num));\n"
+        )
+        for rev in contracts:
+            ctx = MigrationContext.configure(
+                dialect_name="postgresql",
+                opts={"as_sql": True, "output_buffer": out, "transactional_ddl": True, "literal_binds": True},
+            )
+            out.write("BEGIN;\n")
+            with Operations.context(ctx):
+                rev.module.upgrade()
+            out.write(
+                f"INSERT INTO {s}.{q(CONTRACT_VERSION_TABLE)} (version_num) VALUES ({literal(rev.revision)});\n"
+            )
+            out.write("COMMIT;\n")
+    return out.getvalue()

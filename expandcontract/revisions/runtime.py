@@ -1,0 +1,250 @@
+"""What generated revision files call: run a phase's steps live, or render them offline.
+
+Live, each step runs in its own short transaction inside Alembic's
+``autocommit_block()`` with lock_timeout and bounded retries, under a session advisory
+lock per plan. Offline (``alembic upgrade --sql`` / ``ecm upgrade --sql``), the same
+steps are written as a psql script.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal
+
+import structlog
+
+from ..errors import OperationalError, Refused
+from ..plan.model import Step
+from ..settings import get
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+__all__ = ["Step", "run_phase"]
+
+log = structlog.get_logger("expandcontract.runtime")
+Direction = Literal["upgrade", "downgrade"]
+
+#: Plan phase recorded in the control schema after each phase/direction.
+PHASE_STATE = {
+    ("expand", "upgrade"): "expanded",
+    ("expand", "downgrade"): "aborted",
+    ("backfill", "upgrade"): "backfilled",
+    ("backfill", "downgrade"): "expanded",
+    ("contract", "upgrade"): "contracted",
+    ("contract", "downgrade"): "backfilled",
+}
+
+
+def run_phase(
+    plan: dict[str, Any], phase: str, direction: Direction, steps: Sequence[Step], *, revision: str
+) -> None:
+    """Entry point of every generated revision's upgrade()/downgrade()."""
+    from alembic import op
+
+    ctx = op.get_context()
+    if ctx.as_sql:
+        from .offline import emit_phase
+
+        emit_phase(plan, phase, direction, steps, revision=revision)
+        return
+    with ctx.autocommit_block():
+        conn = op.get_bind()
+        run_live(conn, plan, phase, direction, steps, revision=revision)
+
+
+@contextmanager
+def plan_lock(conn: Connection, plan_id: str) -> Iterator[None]:
+    """Session advisory lock per plan: two runners never work on the same plan at once.
+
+    Session locks need a direct (not transaction-pooled) connection; when the migration
+    runs through PgBouncer in transaction mode, set ECM_DIRECT_DATABASE_URL and the lock
+    is held on a separate direct connection instead.
+    """
+    from ..db.control import lock_key
+
+    key = lock_key("plan:" + plan_id)
+    direct_url = get("ECM_DIRECT_DATABASE_URL")
+    if direct_url:
+        from ..db.engine import create
+
+        engine = create(direct_url, poolclass=None)
+        holder = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    else:
+        engine = None
+        holder = conn
+    try:
+        if not holder.exec_driver_sql(f"SELECT pg_try_advisory_lock({key})").scalar():
+            log.info("plan_lock_wait", plan_id=plan_id, detail="another runner works on this plan; waiting")
+            holder.exec_driver_sql("SELECT set_config('lock_timeout', '0', false)")
+            holder.exec_driver_sql(f"SELECT pg_advisory_lock({key})")
+        yield
+    finally:
+        try:
+            holder.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
+        finally:
+            if engine is not None:
+                holder.close()
+                engine.dispose()
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+def run_live(
+    conn: Connection,
+    plan: dict[str, Any],
+    phase: str,
+    direction: Direction,
+    steps: Sequence[Step],
+    *,
+    revision: str | None,
+) -> None:
+    from ..db import control, executor, ledger
+
+    plan_id = plan["plan_id"]
+    control.ensure(conn)
+    label = phase if direction == "upgrade" else f"{phase}-downgrade"
+    with plan_lock(conn, plan_id):
+        existing = ledger.get_plan(conn, plan_id)
+        if existing is not None and existing["phase"] == "aborted" and direction == "upgrade":
+            log.warning(
+                "plan_aborted_skipped", plan_id=plan_id, phase=label, detail="`ecm abort` rolled it back"
+            )
+            ledger.record(conn, plan_id=plan_id, revision=revision, phase=label, step=None, outcome="skipped")
+            return
+        ledger.upsert_plan(
+            conn,
+            plan_id=plan_id,
+            operation=plan["operation"],
+            schema=plan["schema"],
+            table=plan["table"],
+            spec=_ledger_spec(plan),
+        )
+        if direction == "upgrade":
+            ledger.set_phase(conn, plan_id, f"{phase}ing" if phase != "backfill" else "backfilling")
+        log.info("phase_start", plan_id=plan_id, phase=label, revision=revision, steps=len(steps))
+        timeouts = executor.Timeouts.from_env()
+        try:
+            for step in steps:
+                entry = ledger.start(conn, plan_id=plan_id, revision=revision, phase=label, step=step.name)
+                try:
+                    if step.kind == "guard":
+                        outcome, detail = _guard(conn, plan, phase, direction)
+                    elif step.kind == "backfill":
+                        outcome, detail = _backfill(conn, plan, reverse=direction == "downgrade")
+                    else:
+                        outcome, detail = executor.execute(conn, step, timeouts), {}
+                except Refused as exc:
+                    ledger.finish(conn, entry, "refused", {"reasons": exc.reasons, "error": str(exc)})
+                    raise
+                except Exception as exc:
+                    ledger.finish(
+                        conn, entry, "failed", {"error": str(exc).splitlines()[0] if str(exc) else ""}
+                    )
+                    raise
+                ledger.finish(conn, entry, outcome, detail)
+                log.info("step", plan_id=plan_id, phase=label, step=step.name, outcome=outcome)
+        finally:
+            executor.reset(conn)
+        state = PHASE_STATE[(phase, direction)]
+        if phase == "backfill" and direction == "upgrade":
+            status = ledger.get_plan(conn, plan_id) or {}
+            state = "backfilled" if status.get("backfill_status") == "complete" else "expanded"
+        ledger.set_phase(conn, plan_id, state)
+        log.info("phase_done", plan_id=plan_id, phase=label, state=state)
+
+
+def _ledger_spec(plan: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **plan.get("spec", {}),
+        "removes": plan.get("removes", {}),
+        "adds": plan.get("adds", {}),
+        "backfill": plan.get("backfill"),
+        "reverse_backfill": plan.get("reverse_backfill"),
+        "revisions": plan.get("revisions", {}),
+    }
+
+
+def _backfill(conn: Connection, plan: dict[str, Any], *, reverse: bool) -> tuple[str, dict[str, Any]]:
+    from ..backfill.engine import run_backfill
+    from ..backfill.spec import BackfillSpec
+    from ..db import ledger
+
+    plan_id = plan["plan_id"]
+    if reverse:
+        spec = BackfillSpec.from_json(plan["reverse_backfill"])
+        result = run_backfill(conn.engine, spec)
+        return "ran", {"rows": getattr(result, "rows_done", None)}
+    if get("ECM_BACKFILL").lower() == "defer":
+        row = ledger.get_plan(conn, plan_id) or {}
+        if row.get("backfill_status") != "complete":
+            ledger.set_backfill_status(conn, plan_id, "pending")
+        log.info("backfill_deferred", plan_id=plan_id, run=f"ecm backfill {plan_id}")
+        return "deferred", {}
+    spec = BackfillSpec.from_json(plan["backfill"])
+    result = run_backfill(conn.engine, spec)
+    return "ran", {"rows": getattr(result, "rows_done", None)}
+
+
+def backfill_problems(conn: Connection, plan: dict[str, Any]) -> list[str]:
+    """Why the contract may not run yet as far as data is concerned (empty: complete and verified)."""
+    from ..backfill.engine import verify
+    from ..backfill.spec import BackfillSpec
+    from ..db import ledger
+
+    plan_id = plan["plan_id"]
+    row = ledger.get_plan(conn, plan_id)
+    status = (row or {}).get("backfill_status", "none")
+    if status != "complete":
+        return [f"the backfill of {plan_id} is {status}, not complete: run `ecm backfill {plan_id}`"]
+    result = verify(conn.engine, BackfillSpec.from_json(plan["backfill"]))
+    if not result.ok:
+        keys = ", ".join(str(k) for k in list(result.mismatches)[:5])
+        return [
+            f"{len(result.mismatches)}+ rows of {plan['schema']}.{plan['table']} are out of step (first keys: {keys})"
+        ]
+    return []
+
+
+def _guard(
+    conn: Connection, plan: dict[str, Any], phase: str, direction: Direction
+) -> tuple[str, dict[str, Any]]:
+    """The contract guard (and the guard on rolling back an expand), inside the revision itself."""
+    from ..db import ledger
+    from ..live.guard_check import check_contract, record_override
+
+    plan_id = plan["plan_id"]
+    contract = phase == "contract" and direction == "upgrade"
+    removes = plan["removes"] if contract else plan["adds"]
+    problems = backfill_problems(conn, plan) if contract else []
+    allow_no_reporters = _truthy("ECM_ALLOW_NO_REPORTERS")
+    decision = check_contract(
+        conn,
+        removes=removes,
+        plan_id=plan_id,
+        allow_no_reporters=allow_no_reporters,
+        backfill_problems=problems,
+    )
+    if decision.allowed:
+        if allow_no_reporters:
+            record_override(conn, plan_id=plan_id, kind="allow-no-reporters", reason=None, decision=decision)
+        return "ok", {"allow_no_reporters": allow_no_reporters}
+    forced_plan = os.environ.get("ECM_FORCE_CONTRACT", "")
+    reason = os.environ.get("ECM_FORCE_REASON", "").strip()
+    if contract and forced_plan == plan_id:
+        if problems:
+            raise Refused(
+                f"contract {plan_id} refused even with --force-contract: the data is not ready", problems
+            )
+        if not reason:
+            raise OperationalError("--force-contract needs --reason TEXT saying why")
+        record_override(conn, plan_id=plan_id, kind="force-contract", reason=reason, decision=decision)
+        log.warning("contract_forced", plan_id=plan_id, reason=reason, refused=decision.reasons)
+        return "forced", {"reason": reason, "reasons": decision.reasons}
+    what = "contract" if contract else "rollback of expand"
+    del ledger
+    raise Refused(f"{what} of {plan_id} refused", list(decision.reasons))
