@@ -1,0 +1,1082 @@
+"""The backfill engine: key-range batches, adaptive size, checkpoints, throttling, leases.
+
+Why it looks like this (numbers in ``docs/backfill.md`` and ``benchmarks/backfill.py``):
+
+* **Key ranges, not OFFSET, not ``LIMIT`` subqueries.** Each batch finds its upper key
+  with an index-only scan that starts at the last key done, then runs one UPDATE over
+  exactly that range, so batch cost does not grow with the table.
+* **The trigger's fast path.** The dual-write trigger's ``WHEN`` clause is false while
+  ``ecm.backfill`` is ``on``; every batch sets it locally and writes the new side itself
+  with the spec's ``set_sql``, which saves one PL/pgSQL call per row. ``pending_sql`` is
+  in every WHERE, and PostgreSQL re-checks the WHERE on the newest row version when a
+  concurrent writer got there first, so a value the trigger wrote is never overwritten.
+* **Checkpoint in the batch's own transaction**, committed with
+  ``synchronous_commit = off``: a crash loses batch and checkpoint together and the
+  batch is redone. The completion record is committed synchronously.
+* **Chunks under leases** in ``<control>.backfill_checkpoints``: a claim is one short
+  UPDATE … ``FOR UPDATE SKIP LOCKED``; every batch renews the lease in the same
+  transaction and only commits if this worker still owns the chunk, so a chunk is
+  finished exactly once however many threads, processes or hosts work on the plan. A
+  chunk whose holder's backend is gone (its process was killed) or whose lease expired
+  is taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ..errors import BadInput, OperationalError
+from ..settings import control_schema
+from ..sql.quoting import qualified
+from .health import AllProbes, DatabaseProbe, HealthProbe, ProbeContext
+from .keys import Key, KeyRanges, PageRanges
+from .progress import Reporter
+from .spec import TRIGGER_SKIP_SETTING, BackfillSpec
+
+if TYPE_CHECKING:
+    import psycopg
+    from sqlalchemy.engine import Engine
+
+log = structlog.get_logger("expandcontract.backfill")
+
+#: SQLSTATEs after which a batch is simply retried smaller: lock_not_available
+#: (lock_timeout), query_canceled (statement_timeout), deadlock, serialization failure.
+RETRYABLE = {"55P03", "57014", "40P01", "40001"}
+
+
+@dataclass
+class BackfillOptions:
+    """Knobs for one run. Defaults suit an OLTP primary; every one is a CLI option too."""
+
+    workers: int = 1
+    #: Chunks the key space is split into (shared by every process working on the plan).
+    #: Default: 1 for one worker on a small table, else 4 per worker and one per million rows.
+    chunks: int | None = None
+    batch_time_ms: float = 100.0
+    min_batch: int = 100
+    max_batch: int = 200_000
+    start_batch: int = 1_000
+    #: Largest growth per batch; GitLab's batched migrations use the same 1.2 cap.
+    growth: float = 1.2
+    sleep_ms: float = 0.0
+    lease_seconds: float = 60.0
+    #: A batch waiting longer than this for a row or table lock gives up, pauses and retries smaller.
+    lock_timeout_ms: int = 1_000
+    #: Statement timeout per batch; default half the lease, so no batch outlives its lease.
+    statement_timeout_ms: int | None = None
+    max_replication_lag_s: float | None = 30.0
+    autovacuum: str = "wraparound"
+    pause_on_lock_waiters: bool = True
+    pause_seconds: float = 5.0
+    probe_interval_s: float = 1.0
+    progress_interval_s: float = 5.0
+    synchronous_commit_off: bool = True
+    #: Forget existing checkpoints and start over (after a downgrade, say).
+    restart: bool = False
+    #: Give up after this many retried batches in a row.
+    max_retries: int = 20
+
+    def validate(self) -> None:
+        if self.workers < 1:
+            raise BadInput("--workers must be at least 1")
+        if self.chunks is not None and self.chunks < 1:
+            raise BadInput("--chunks must be at least 1")
+        if self.batch_time_ms <= 0:
+            raise BadInput("--batch-time must be positive")
+        if not 1 <= self.min_batch <= self.max_batch:
+            raise BadInput(f"batch bounds must satisfy 1 <= min ({self.min_batch}) <= max ({self.max_batch})")
+        if self.sleep_ms < 0 or self.lease_seconds <= 0 or self.pause_seconds < 0:
+            raise BadInput("--sleep, --lease-seconds and --pause must not be negative")
+        if self.growth < 1.0:
+            raise BadInput("growth must be at least 1.0")
+
+
+@dataclass
+class BackfillResult:
+    plan_id: str
+    status: str  # complete | already_complete | interrupted | incomplete
+    rows_done: int = 0  # rows this run covered
+    rows_updated: int = 0  # rows this run actually changed (others were already in step)
+    rows_total: int = 0  # rows covered by every run and worker, from the checkpoints
+    batches: int = 0
+    elapsed_s: float = 0.0
+    rows_per_s: float = 0.0
+    workers: int = 1
+    chunks: int = 0
+    chunks_finished: list[int] = field(default_factory=list)
+    resumed: list[dict[str, Any]] = field(default_factory=list)
+    takeovers: list[dict[str, Any]] = field(default_factory=list)
+    pauses: list[str] = field(default_factory=list)
+    retries: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class VerifyResult:
+    plan_id: str
+    ok: bool
+    rows_checked: int
+    mismatch_count: int
+    mismatches: list[dict[str, str]]
+    elapsed_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class BatchSizer:
+    """Aims each batch at a target duration: grows at most ``growth`` times per batch, shrinks at once.
+
+    A slow batch (lock waits, a cold cache, a busy disk) shrinks the next one in
+    proportion, at most to a fifth, so the application's lock waits stay near the target.
+    """
+
+    def __init__(self, target_s: float, lo: int, hi: int, start: int, growth: float = 1.2) -> None:
+        self.target_s, self.lo, self.hi, self.growth = target_s, lo, hi, growth
+        self.size = min(max(start, lo), hi)
+
+    def observe(self, duration_s: float, rows: int | None = None) -> int:
+        if rows is not None and rows < self.size:
+            return self.size  # a short tail batch says nothing about the pace
+        ratio = self.target_s / duration_s if duration_s > 0 else self.growth
+        factor = min(self.growth, ratio) if ratio >= 1 else max(0.2, ratio)
+        self.size = int(min(max(self.size * factor, self.lo), self.hi))
+        return self.size
+
+    def shrink(self) -> int:
+        self.size = max(self.lo, self.size // 4)
+        return self.size
+
+
+# --------------------------------------------------------------------------- connection
+
+
+def _connect(engine: Engine, name: str) -> psycopg.Connection[Any]:
+    """A psycopg connection of its own (out of the pool): autocommit, our transactions only."""
+    raw = engine.raw_connection()
+    conn: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]
+    raw.detach()
+    if conn.info.transaction_status != 0:  # pool pre-ping may have opened one
+        conn.rollback()
+    conn.autocommit = True
+    conn.execute("SELECT set_config('application_name', %s, false)", [name[:63]])
+    return conn
+
+
+def _control(table: str) -> str:
+    return qualified(control_schema(), table)
+
+
+def _dump_key(key: Key | None) -> str | None:
+    return None if key is None else json.dumps(list(key))
+
+
+def _load_key(value: Any) -> Key | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = json.loads(value)
+    return tuple(str(v) for v in value)
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    return getattr(exc, "sqlstate", None)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Target:
+    """The table as the engine sees it: resolved key types, oid and size."""
+
+    spec: BackfillSpec
+    oid: int
+    key_types: tuple[str, ...]
+    reltuples: int
+    relpages: int
+
+    @property
+    def ctid(self) -> bool:
+        return self.spec.key_kind == "ctid"
+
+    @property
+    def ranges(self) -> KeyRanges:
+        return KeyRanges.for_spec(self.spec, self.key_types)
+
+    @property
+    def pages(self) -> PageRanges:
+        return PageRanges.for_spec(self.spec)
+
+    @property
+    def rows_estimate(self) -> int:
+        return self.spec.rows_estimate or self.reltuples
+
+    @property
+    def rows_per_page(self) -> float:
+        if self.relpages > 0 and self.reltuples > 0:
+            return max(1.0, self.reltuples / self.relpages)
+        return 50.0
+
+
+def resolve(conn: psycopg.Connection[Any], spec: BackfillSpec) -> Target:
+    if spec.key_kind not in ("pk", "unique", "ctid"):
+        raise BadInput(f"plan {spec.plan_id}: unknown key kind {spec.key_kind!r}")
+    if spec.key_kind != "ctid" and not spec.key:
+        raise BadInput(f"plan {spec.plan_id}: a {spec.key_kind} backfill needs key columns")
+    name = qualified(spec.schema, spec.table)
+    row = conn.execute(
+        "SELECT c.oid::int8, greatest(c.reltuples, 0)::int8, c.relpages::int8 FROM pg_class c "
+        "WHERE c.oid = to_regclass(%s)",
+        [name],
+    ).fetchone()
+    if row is None:
+        raise BadInput(f"plan {spec.plan_id}: table {spec.schema}.{spec.table} does not exist")
+    oid, reltuples, relpages = row
+    types = spec.key_types
+    if spec.key_kind != "ctid" and len(types) != len(spec.key):
+        found = dict(
+            conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped AND attname = ANY(%s)",
+                [oid, list(spec.key)],
+            ).fetchall()
+        )
+        missing = [c for c in spec.key if c not in found]
+        if missing:
+            raise BadInput(f"plan {spec.plan_id}: key column(s) {', '.join(missing)} not in {name}")
+        types = tuple(found[c] for c in spec.key)
+    return Target(spec, int(oid), tuple(types), int(reltuples), int(relpages))
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+def _nblocks(conn: psycopg.Connection[Any], target: Target) -> int:
+    row = conn.execute(
+        "SELECT (pg_relation_size(%s::oid) / current_setting('block_size')::int8)::int8", [target.oid]
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def plan_chunks(conn: psycopg.Connection[Any], target: Target, n: int) -> list[tuple[Key | None, Key | None]]:
+    """Split the key space into about ``n`` ranges ``(lo, hi]`` from a sample of keys.
+
+    The sample is ``TABLESAMPLE SYSTEM`` (whole pages, cheap at any size) ordered by the
+    server, so boundaries follow the key's own collation and type; for ctid tables the
+    page range is split evenly and its end fixed now (pages appended later hold only
+    rows already in step).
+    """
+    if target.ctid:
+        pages = _nblocks(conn, target)
+        n = max(1, min(n, pages))
+        edges = [pages * i // n for i in range(n + 1)]
+        return [((str(edges[i]),), (str(edges[i + 1]),)) for i in range(n)]
+    if n <= 1:
+        return [(None, None)]
+    estimate = target.reltuples
+    pct = 100.0 if estimate <= 50_000 else max(0.01, min(100.0, 100.0 * 20_000 / estimate))
+    sample = [tuple(r) for r in conn.execute(target.ranges.sample_sql(), {"pct": pct}).fetchall()]
+    if len(sample) < n and pct < 100.0:
+        sample = [tuple(r) for r in conn.execute(target.ranges.sample_sql(), {"pct": 100.0}).fetchall()]
+    bounds: list[Key] = []
+    for i in range(1, n):
+        if not sample:
+            break
+        b = sample[min(len(sample) - 1, i * len(sample) // n)]
+        if not bounds or bounds[-1] != b:
+            bounds.append(b)
+    edges_k: list[Key | None] = [None, *bounds, None]
+    return [(edges_k[i], edges_k[i + 1]) for i in range(len(edges_k) - 1)]
+
+
+@dataclass
+class Chunk:
+    number: int
+    lo: Key | None
+    hi: Key | None
+    last: Key | None
+    rows_done: int
+    previous_worker: str | None = None
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class _Run:
+    """State shared by the workers of one ``run_backfill`` call."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        target: Target,
+        options: BackfillOptions,
+        probe: HealthProbe,
+    ) -> None:
+        self.engine = engine
+        self.target = target
+        self.spec = target.spec
+        self.options = options
+        self.probe = probe
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.result = BackfillResult(plan_id=self.spec.plan_id, status="incomplete", workers=options.workers)
+        self.errors: list[BaseException] = []
+        self.ckpt = _control("backfill_checkpoints")
+        self.run_id = uuid.uuid4().hex[:6]
+        timeout = options.statement_timeout_ms or int(options.lease_seconds * 500)
+        self.settings_sql = (
+            f"SELECT set_config('{TRIGGER_SKIP_SETTING}', 'on', true), "
+            f"set_config('lock_timeout', '{int(options.lock_timeout_ms)}ms', true), "
+            f"set_config('statement_timeout', '{int(timeout)}ms', true)"
+            + (", set_config('synchronous_commit', 'off', true)" if options.synchronous_commit_off else "")
+        )
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for k, v in counts.items():
+                setattr(self.result, k, getattr(self.result, k) + v)
+
+
+class _Worker:
+    def __init__(self, run: _Run, index: int) -> None:
+        self.run = run
+        self.index = index
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{run.run_id}:{index}"
+        o = run.options
+        if run.target.ctid:
+            rpp = run.target.rows_per_page
+            self.sizer = BatchSizer(
+                o.batch_time_ms / 1000,
+                max(1, int(o.min_batch / rpp)),
+                max(1, int(o.max_batch / rpp)),
+                max(1, int(o.start_batch / rpp)),
+                o.growth,
+            )
+        else:
+            self.sizer = BatchSizer(o.batch_time_ms / 1000, o.min_batch, o.max_batch, o.start_batch, o.growth)
+        self.retries_in_row = 0
+
+    # -- thread body
+
+    def __call__(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        try:
+            conn = _connect(self.run.engine, f"ecm backfill {self.run.spec.plan_id}")
+            # The backend pid lets others see at once that a killed worker's chunk is free.
+            self.name = f"{self.name}:b{conn.info.backend_pid}"
+            self.loop(conn)
+        except BaseException as exc:
+            self.run.errors.append(exc)
+            self.run.stop.set()
+        finally:
+            if conn is not None:
+                try:
+                    if not conn.closed:
+                        if conn.info.transaction_status != 0:
+                            conn.rollback()
+                        # Hand unfinished chunks back at once instead of at lease expiry.
+                        conn.execute(
+                            f"UPDATE {self.run.ckpt} SET lease_expires_at = now() "
+                            "WHERE plan_id = %s AND worker = %s AND finished_at IS NULL",
+                            [self.run.spec.plan_id, self.name],
+                        )
+                except Exception:
+                    pass
+                conn.close()
+
+    def loop(self, conn: psycopg.Connection[Any]) -> None:
+        poll = min(1.0, self.run.options.lease_seconds / 4)
+        waiting_logged = False
+        while not self.run.stop.is_set():
+            chunk = self.claim(conn)
+            if chunk is None:
+                left = self.unfinished(conn)
+                if left == 0:
+                    return
+                if not waiting_logged:
+                    log.info(
+                        "backfill_waiting",
+                        plan_id=self.run.spec.plan_id,
+                        worker=self.name,
+                        chunks_held_elsewhere=left,
+                        detail="remaining chunks are leased by other workers; waiting to take over if they stop",
+                    )
+                    waiting_logged = True
+                self.run.stop.wait(poll)
+                continue
+            waiting_logged = False
+            if self.run.target.ctid:
+                self.pages(conn, chunk)
+            else:
+                self.keys(conn, chunk)
+
+    # -- chunk leases
+
+    def claim(self, conn: psycopg.Connection[Any]) -> Chunk | None:
+        ckpt = self.run.ckpt
+        row = conn.execute(
+            f"""
+            UPDATE {ckpt} c
+               SET worker = %(me)s,
+                   lease_expires_at = now() + make_interval(secs => %(lease)s),
+                   updated_at = now()
+              FROM (SELECT plan_id, chunk, worker AS prev FROM {ckpt} x
+                     WHERE x.plan_id = %(plan)s AND x.finished_at IS NULL
+                       AND (x.worker IS NULL OR x.lease_expires_at IS NULL OR x.lease_expires_at < now()
+                            OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                                            WHERE a.pid = substring(x.worker FROM ':b([0-9]+)$')::int))
+                     ORDER BY x.chunk LIMIT 1 FOR UPDATE SKIP LOCKED) f
+             WHERE c.plan_id = f.plan_id AND c.chunk = f.chunk
+            RETURNING c.chunk, c.lo_key, c.hi_key, c.last_key, c.rows_done, f.prev,
+                      (c.lease_expires_at IS NOT NULL AND f.prev IS NOT NULL)
+            """,
+            {"me": self.name, "lease": self.run.options.lease_seconds, "plan": self.run.spec.plan_id},
+        ).fetchone()
+        if row is None:
+            return None
+        number, lo, hi, last, rows_done, prev, _ = row
+        chunk = Chunk(int(number), _load_key(lo), _load_key(hi), _load_key(last), int(rows_done), prev)
+        if prev is not None and prev != self.name:
+            info = {"chunk": chunk.number, "from_worker": prev, "last_key": chunk.last}
+            log.warning(
+                "backfill_takeover",
+                plan_id=self.run.spec.plan_id,
+                worker=self.name,
+                detail=f"taking over chunk {chunk.number} from {prev} (its lease expired or its "
+                f"session is gone), resuming after key {chunk.last}",
+                **info,
+            )
+            with self.run.lock:
+                self.run.result.takeovers.append(info)
+        if chunk.last is not None:
+            info = {"chunk": chunk.number, "last_key": list(chunk.last), "rows_done": chunk.rows_done}
+            where = f"page {chunk.last[0]}" if self.run.target.ctid else f"key {_fmt_key(chunk.last)}"
+            log.info(
+                "backfill_resume",
+                plan_id=self.run.spec.plan_id,
+                worker=self.name,
+                detail=f"resuming chunk {chunk.number} after {where} ({chunk.rows_done} rows already done)",
+                **info,
+            )
+            with self.run.lock:
+                self.run.result.resumed.append(info)
+        return chunk
+
+    def unfinished(self, conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute(
+            f"SELECT count(*) FROM {self.run.ckpt} WHERE plan_id = %s AND finished_at IS NULL",
+            [self.run.spec.plan_id],
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def renew(self, conn: psycopg.Connection[Any], chunk: Chunk) -> bool:
+        cur = conn.execute(
+            f"UPDATE {self.run.ckpt} SET lease_expires_at = now() + make_interval(secs => %s), "
+            "updated_at = now() WHERE plan_id = %s AND chunk = %s AND worker = %s AND finished_at IS NULL",
+            [self.run.options.lease_seconds, self.run.spec.plan_id, chunk.number, self.name],
+        )
+        return cur.rowcount == 1
+
+    def checkpoint(
+        self, conn: psycopg.Connection[Any], chunk: Chunk, last: Key | None, rows: int, final: bool
+    ) -> bool:
+        """Record the batch in its own transaction; False when another worker owns the chunk now."""
+        cur = conn.execute(
+            f"""
+            UPDATE {self.run.ckpt}
+               SET last_key = COALESCE(%(last)s::jsonb, last_key), rows_done = rows_done + %(rows)s,
+                   batch_size = %(size)s, lease_expires_at = now() + make_interval(secs => %(lease)s),
+                   updated_at = now(), finished_at = CASE WHEN %(final)s THEN now() END
+             WHERE plan_id = %(plan)s AND chunk = %(chunk)s AND worker = %(me)s AND finished_at IS NULL
+            """,
+            {
+                "last": _dump_key(last),
+                "rows": rows,
+                "size": min(self.sizer.size, 2**31 - 1),
+                "lease": self.run.options.lease_seconds,
+                "final": final,
+                "plan": self.run.spec.plan_id,
+                "chunk": chunk.number,
+                "me": self.name,
+            },
+        )
+        return cur.rowcount == 1
+
+    def lost(self, chunk: Chunk) -> None:
+        log.warning(
+            "backfill_lease_lost",
+            plan_id=self.run.spec.plan_id,
+            worker=self.name,
+            chunk=chunk.number,
+            detail="another worker took this chunk over; its batch was rolled back",
+        )
+
+    # -- throttling
+
+    def healthy(self, conn: psycopg.Connection[Any], chunk: Chunk) -> bool:
+        """Pause while a probe objects; False when the lease was lost meanwhile."""
+        ctx = ProbeContext(conn, self.run.spec, self.run.target.oid, self.name)
+        reason = self.ask(ctx)
+        if reason is None:
+            return True
+        started = time.monotonic()
+        log.warning(
+            "backfill_paused",
+            plan_id=self.run.spec.plan_id,
+            worker=self.name,
+            chunk=chunk.number,
+            reason=reason,
+        )
+        with self.run.lock:
+            self.run.result.pauses.append(reason)
+        while reason is not None and not self.run.stop.is_set():
+            if not self.renew(conn, chunk):
+                self.lost(chunk)
+                return False
+            self.run.stop.wait(self.run.options.pause_seconds)
+            reason = self.ask(ctx)
+        log.info(
+            "backfill_unpaused",
+            plan_id=self.run.spec.plan_id,
+            worker=self.name,
+            paused_s=round(time.monotonic() - started, 2),
+        )
+        return True
+
+    def ask(self, ctx: ProbeContext) -> str | None:
+        try:
+            return self.run.probe(ctx)
+        except Exception as exc:
+            # A monitoring query that fails (permissions, a dropped view) must not stop the
+            # backfill; it is logged and the batch goes on.
+            log.warning("backfill_probe_failed", plan_id=self.run.spec.plan_id, error=_first_line(exc))
+            return None
+
+    def retry(self, conn: psycopg.Connection[Any], chunk: Chunk, exc: BaseException) -> bool:
+        """A batch hit a lock or statement timeout: pause, shrink, go again (False: lease lost)."""
+        self.retries_in_row += 1
+        self.run.add(retries=1)
+        if self.retries_in_row > self.run.options.max_retries:
+            raise OperationalError(
+                f"backfill of {self.run.spec.plan_id}: {self.retries_in_row - 1} batches in a row failed; "
+                f"last: {_first_line(exc)}"
+            ) from exc
+        state = _sqlstate(exc)
+        reason = (
+            f"batch waited on locks longer than {self.run.options.lock_timeout_ms} ms"
+            if state == "55P03"
+            else f"batch failed and is retried smaller: {_first_line(exc)}"
+        )
+        size = self.sizer.shrink()
+        log.warning(
+            "backfill_paused",
+            plan_id=self.run.spec.plan_id,
+            worker=self.name,
+            chunk=chunk.number,
+            reason=reason,
+            sqlstate=state,
+            next_batch=size,
+        )
+        with self.run.lock:
+            self.run.result.pauses.append(reason)
+        self.run.stop.wait(min(self.run.options.pause_seconds, 0.5 * self.retries_in_row))
+        return self.renew(conn, chunk)
+
+    def between_batches(self, conn: psycopg.Connection[Any], chunk: Chunk) -> bool:
+        if not self.healthy(conn, chunk):
+            return False
+        if self.run.options.sleep_ms:
+            self.run.stop.wait(self.run.options.sleep_ms / 1000)
+        return not self.run.stop.is_set()
+
+    # -- batches
+
+    def keys(self, conn: psycopg.Connection[Any], chunk: Chunk) -> None:
+        import psycopg
+
+        r = self.run.target.ranges
+        spec = self.run.spec
+        last = chunk.last if chunk.last is not None else chunk.lo
+        hi = chunk.hi
+        while self.between_batches(conn, chunk):
+            size = self.sizer.size
+            t0 = time.perf_counter()
+            try:
+                with conn.transaction():
+                    conn.execute(self.run.settings_sql)
+                    params = r.params(last, hi)
+                    row = conn.execute(
+                        r.bound_sql(last is not None, hi is not None), {**params, "off": size - 1}
+                    ).fetchone()
+                    if row is not None:
+                        upper: Key | None = tuple(row)
+                        rows, final = size, False
+                    else:
+                        count = conn.execute(r.count_sql(last is not None, hi is not None), params).fetchone()
+                        rows, final, upper = int(count[0]) if count else 0, True, hi
+                    if not self.checkpoint(conn, chunk, upper, rows, final):
+                        raise _LeaseLost
+                    updated = 0
+                    if rows:
+                        cur = conn.execute(
+                            r.update_sql(spec, last is not None, upper is not None), r.params(last, upper)
+                        )
+                        updated = max(cur.rowcount, 0)
+            except _LeaseLost:
+                self.lost(chunk)
+                return
+            except psycopg.Error as exc:
+                if _sqlstate(exc) in RETRYABLE and self.retry(conn, chunk, exc):
+                    continue
+                if _sqlstate(exc) in RETRYABLE:
+                    self.lost(chunk)
+                    return
+                raise
+            self.retries_in_row = 0
+            self.sizer.observe(time.perf_counter() - t0, rows)
+            self.run.add(rows_done=rows, rows_updated=updated, batches=1)
+            last = upper
+            if final:
+                self.finished(chunk)
+                return
+
+    def pages(self, conn: psycopg.Connection[Any], chunk: Chunk) -> None:
+        import psycopg
+
+        p = self.run.target.pages
+        spec = self.run.spec
+        assert chunk.lo is not None and chunk.hi is not None
+        page = int((chunk.last or chunk.lo)[0])
+        end_page = int(chunk.hi[0])
+        update_sql = p.update_sql(spec)
+        while self.between_batches(conn, chunk):
+            stop = min(page + self.sizer.size, end_page)
+            final = stop >= end_page
+            t0 = time.perf_counter()
+            try:
+                with conn.transaction():
+                    conn.execute(self.run.settings_sql)
+                    updated = 0
+                    if stop > page:
+                        cur = conn.execute(update_sql, p.params(page, stop))
+                        updated = max(cur.rowcount, 0)
+                    if not self.checkpoint(conn, chunk, (str(stop),), updated, final):
+                        raise _LeaseLost
+            except _LeaseLost:
+                self.lost(chunk)
+                return
+            except psycopg.Error as exc:
+                if _sqlstate(exc) in RETRYABLE and self.retry(conn, chunk, exc):
+                    continue
+                if _sqlstate(exc) in RETRYABLE:
+                    self.lost(chunk)
+                    return
+                raise
+            self.retries_in_row = 0
+            self.sizer.observe(time.perf_counter() - t0, None if not final else 0)
+            self.run.add(rows_done=updated, rows_updated=updated, batches=1)
+            page = stop
+            if final:
+                self.finished(chunk)
+                return
+
+    def finished(self, chunk: Chunk) -> None:
+        with self.run.lock:
+            self.run.result.chunks_finished.append(chunk.number)
+        log.info("backfill_chunk_done", plan_id=self.run.spec.plan_id, worker=self.name, chunk=chunk.number)
+
+
+class _LeaseLost(Exception):
+    """Raised inside a batch transaction to roll it back: another worker owns the chunk."""
+
+
+def _fmt_key(key: Key) -> str:
+    return key[0] if len(key) == 1 else "(" + ", ".join(key) + ")"
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _default_chunks(options: BackfillOptions, target: Target) -> int:
+    if options.chunks:
+        return options.chunks
+    by_size = math.ceil(target.rows_estimate / 1_000_000) if target.rows_estimate else 1
+    return min(256, max(by_size, options.workers * 4 if options.workers > 1 else 1))
+
+
+def _prepare(conn: psycopg.Connection[Any], target: Target, options: BackfillOptions) -> tuple[bool, int]:
+    """Create the chunk rows once per plan (serialized by an advisory lock); (already complete, chunks)."""
+    spec = target.spec
+    ckpt = _control("backfill_checkpoints")
+    plans = _control("plans")
+    with conn.transaction():
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            ["expandcontract:backfill:" + spec.plan_id],
+        )
+        if options.restart:
+            conn.execute(f"DELETE FROM {ckpt} WHERE plan_id = %s", [spec.plan_id])
+            conn.execute(
+                f"UPDATE {plans} SET backfill_status = 'none', backfill_completed_at = NULL, "
+                "verified_at = NULL, updated_at = now() WHERE plan_id = %s",
+                [spec.plan_id],
+            )
+        counts = conn.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE finished_at IS NULL) FROM {ckpt} WHERE plan_id = %s",
+            [spec.plan_id],
+        ).fetchone()
+        assert counts is not None
+        total, unfinished = int(counts[0]), int(counts[1])
+        status = conn.execute(
+            f"SELECT backfill_status FROM {plans} WHERE plan_id = %s", [spec.plan_id]
+        ).fetchone()
+        if total and not unfinished and (status is None or status[0] == "complete"):
+            return True, total
+        if not total:
+            chunks = plan_chunks(conn, target, _default_chunks(options, target))
+            with conn.cursor() as cur:
+                cur.executemany(
+                    f"INSERT INTO {ckpt} (plan_id, chunk, lo_key, hi_key) VALUES (%s, %s, %s::jsonb, %s::jsonb)",
+                    [(spec.plan_id, i, _dump_key(lo), _dump_key(hi)) for i, (lo, hi) in enumerate(chunks)],
+                )
+            total = len(chunks)
+            log.info(
+                "backfill_planned", plan_id=spec.plan_id, chunks=total, rows_estimate=target.rows_estimate
+            )
+        conn.execute(
+            f"UPDATE {plans} SET backfill_status = 'running', "
+            "backfill_rows_estimate = COALESCE(NULLIF(%s, 0), backfill_rows_estimate), updated_at = now() "
+            "WHERE plan_id = %s AND backfill_status <> 'running'",
+            [target.rows_estimate, spec.plan_id],
+        )
+    return False, total
+
+
+def _rows_total(conn: psycopg.Connection[Any], plan_id: str) -> tuple[int, int]:
+    row = conn.execute(
+        f"SELECT COALESCE(sum(rows_done), 0)::int8, count(*) FILTER (WHERE finished_at IS NULL) "
+        f"FROM {_control('backfill_checkpoints')} WHERE plan_id = %s",
+        [plan_id],
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def _complete(conn: psycopg.Connection[Any], plan_id: str) -> None:
+    """The completion record, committed synchronously whatever the batches did."""
+    with conn.transaction():
+        conn.execute("SET LOCAL synchronous_commit = on")
+        conn.execute(
+            f"UPDATE {_control('plans')} SET backfill_status = 'complete', "
+            "backfill_completed_at = COALESCE(backfill_completed_at, now()), updated_at = now() "
+            "WHERE plan_id = %s",
+            [plan_id],
+        )
+
+
+def _ensure_control(engine: Engine) -> None:
+    from ..db import control
+    from ..db.engine import connect
+
+    with connect(engine) as sa_conn:
+        control.ensure(sa_conn)
+
+
+def _ledger_start(
+    conn: psycopg.Connection[Any], plan_id: str, step: str, detail: dict[str, Any]
+) -> int | None:
+    row = conn.execute(
+        f"INSERT INTO {_control('ledger')} (plan_id, phase, step, detail) VALUES (%s, 'backfill', %s, %s::jsonb) "
+        "RETURNING id",
+        [plan_id, step, json.dumps(detail, default=str)],
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def _ledger_end(
+    conn: psycopg.Connection[Any], entry: int | None, outcome: str, detail: dict[str, Any]
+) -> None:
+    if entry is None or conn.closed:
+        return
+    try:
+        if conn.info.transaction_status != 0:
+            conn.rollback()
+        conn.execute(
+            f"UPDATE {_control('ledger')} SET finished_at = now(), outcome = %s, detail = detail || %s::jsonb "
+            "WHERE id = %s",
+            [outcome, json.dumps(detail, default=str), entry],
+        )
+    except Exception:  # the run's own outcome matters more than its ledger line
+        log.warning("ledger_write_failed", entry=entry)
+
+
+def run_backfill(
+    engine: Engine,
+    spec: BackfillSpec,
+    options: BackfillOptions | None = None,
+    *,
+    probe: HealthProbe | None = None,
+    progress: bool | None = None,
+) -> BackfillResult:
+    """Run (or resume, or join) the plan's backfill until every chunk is done.
+
+    Idempotent: a finished backfill returns ``status="already_complete"`` at once. Other
+    processes running the same plan share the chunks. ``probe`` is asked between batches
+    in addition to the database probe. ``progress``: True draws a Rich bar on stderr,
+    False logs ``backfill_progress`` events, None picks the bar when stderr is a TTY.
+    """
+    options = options or BackfillOptions()
+    options.validate()
+    _ensure_control(engine)
+    db_probe = DatabaseProbe(
+        options.max_replication_lag_s,
+        options.autovacuum,
+        options.pause_on_lock_waiters,
+        options.probe_interval_s,
+    )
+    combined: HealthProbe = AllProbes([probe, db_probe]) if probe is not None else db_probe
+    started = time.monotonic()
+    conn = _connect(engine, f"ecm backfill {spec.plan_id}")
+    entry: int | None = None
+    try:
+        target = resolve(conn, spec)
+        done, chunks = _prepare(conn, target, options)
+        if done:
+            total, _ = _rows_total(conn, spec.plan_id)
+            log.info("backfill_already_complete", plan_id=spec.plan_id, rows_total=total)
+            return BackfillResult(
+                plan_id=spec.plan_id,
+                status="already_complete",
+                rows_total=total,
+                chunks=chunks,
+                workers=options.workers,
+            )
+        entry = _ledger_start(
+            conn, spec.plan_id, "backfill", {"workers": options.workers, "host": socket.gethostname()}
+        )
+        run = _Run(engine, target, options, combined)
+        run.result.chunks = chunks
+        before, _ = _rows_total(conn, spec.plan_id)
+        log.info(
+            "backfill_start",
+            plan_id=spec.plan_id,
+            table=f"{spec.schema}.{spec.table}",
+            key=list(spec.key) or ["ctid"],
+            workers=options.workers,
+            chunks=chunks,
+            rows_estimate=target.rows_estimate,
+            rows_already_done=before,
+        )
+        threads = [
+            threading.Thread(target=_Worker(run, i), name=f"ecm-backfill-{i}", daemon=True)
+            for i in range(options.workers)
+        ]
+        bar = sys.stderr.isatty() if progress is None else progress
+        interval = 0.5 if bar else min(options.progress_interval_s, 1.0)
+        try:
+            with Reporter(
+                spec.plan_id,
+                max(target.rows_estimate, before),
+                bar=bar,
+                interval_s=options.progress_interval_s,
+            ) as rep:
+                for t in threads:
+                    t.start()
+                while any(t.is_alive() for t in threads):
+                    for t in threads:
+                        t.join(timeout=interval / len(threads))
+                    total, _ = _rows_total(conn, spec.plan_id)
+                    rep.update(total)
+                total, unfinished = _rows_total(conn, spec.plan_id)
+                rep.update(total, final=not unfinished)
+        except BaseException:
+            run.stop.set()
+            for t in threads:
+                t.join()
+            raise
+        if run.errors:
+            exc = run.errors[0]
+            if isinstance(exc, OperationalError | BadInput):
+                raise exc
+            raise OperationalError(f"backfill of {spec.plan_id} failed: {_first_line(exc)}") from exc
+        result = run.result
+        result.rows_total, unfinished = _rows_total(conn, spec.plan_id)
+        if unfinished == 0:
+            _complete(conn, spec.plan_id)
+            result.status = "complete"
+        else:
+            result.status = "interrupted" if run.stop.is_set() else "incomplete"
+        result.elapsed_s = round(time.monotonic() - started, 3)
+        result.rows_per_s = round(result.rows_done / result.elapsed_s, 1) if result.elapsed_s else 0.0
+        result.chunks_finished.sort()
+        log.info(
+            "backfill_done",
+            plan_id=spec.plan_id,
+            status=result.status,
+            rows_done=result.rows_done,
+            rows_updated=result.rows_updated,
+            rows_total=result.rows_total,
+            elapsed_s=result.elapsed_s,
+            rows_per_s=result.rows_per_s,
+            batches=result.batches,
+        )
+        _ledger_end(conn, entry, "ok" if result.status == "complete" else result.status, result.to_json())
+        entry = None
+        return result
+    except KeyboardInterrupt:
+        _ledger_end(conn, entry, "interrupted", {})
+        raise
+    except BaseException as exc:
+        _ledger_end(conn, entry, "failed", {"error": _first_line(exc)})
+        raise
+    finally:
+        conn.close()
+
+
+def verify(engine: Engine, spec: BackfillSpec, *, batch_size: int = 50_000, show: int = 10) -> VerifyResult:
+    """Check in short read-only batches that no row has the new shape out of step with the old.
+
+    Each batch is its own statement on an autocommit connection, so verify never holds a
+    snapshot open across the table (which would hold back vacuum on a busy primary).
+    On success it stamps ``plans.verified_at``, which the contract guard requires.
+    """
+    if batch_size < 1:
+        raise BadInput("--batch-size must be at least 1")
+    _ensure_control(engine)
+    started = time.monotonic()
+    conn = _connect(engine, f"ecm verify {spec.plan_id}")
+    try:
+        target = resolve(conn, spec)
+        checked = 0
+        bad = 0
+        keys: list[dict[str, str]] = []
+        names = list(spec.key) if not target.ctid else ["ctid"]
+        if target.ctid:
+            p = target.pages
+            step = max(1, int(batch_size / target.rows_per_page))
+            end = _nblocks(conn, target)
+            page = 0
+            while page < end:
+                params = {**p.params(page, page + step), "lim": max(0, show - len(keys))}
+                row = conn.execute(
+                    f"SELECT count(*), count(*) FILTER (WHERE {_escape(spec.mismatch_sql)}) FROM {p.table} "
+                    f"WHERE {p.predicate}",
+                    params,
+                ).fetchone()
+                assert row is not None
+                checked += int(row[0])
+                if row[1]:
+                    bad += int(row[1])
+                    if len(keys) < show:
+                        keys += [{"ctid": str(r[0])} for r in conn.execute(p.mismatch_keys_sql(spec), params)]
+                page += step
+                if page >= end:
+                    end = _nblocks(conn, target)
+        else:
+            r = target.ranges
+            last: Key | None = None
+            while True:
+                params = r.params(last, None)
+                row = conn.execute(
+                    r.bound_sql(last is not None, False), {**params, "off": batch_size - 1}
+                ).fetchone()
+                upper: Key | None = tuple(row) if row is not None else None
+                rng = r.params(last, upper)
+                lo_, hi_ = last is not None, upper is not None
+                counts = conn.execute(
+                    f"SELECT count(*), count(*) FILTER (WHERE {_escape(spec.mismatch_sql)}) "
+                    f"FROM {r.table} WHERE {r.predicate(lo_, hi_)}",
+                    rng,
+                ).fetchone()
+                assert counts is not None
+                checked += int(counts[0])
+                if counts[1]:
+                    bad += int(counts[1])
+                    if len(keys) < show:
+                        found = conn.execute(
+                            r.mismatch_keys_sql(spec, lo_, hi_), {**rng, "lim": show - len(keys)}
+                        )
+                        keys += [dict(zip(names, map(str, k), strict=True)) for k in found]
+                if upper is None:
+                    break
+                last = upper
+        ok = bad == 0
+        if ok:
+            conn.execute(
+                f"UPDATE {_control('plans')} SET verified_at = now(), updated_at = now() WHERE plan_id = %s",
+                [spec.plan_id],
+            )
+        result = VerifyResult(spec.plan_id, ok, checked, bad, keys, round(time.monotonic() - started, 3))
+        log.info(
+            "backfill_verified" if ok else "backfill_verify_failed",
+            plan_id=spec.plan_id,
+            rows_checked=checked,
+            mismatch_count=bad,
+            first_mismatches=keys,
+        )
+        return result
+    finally:
+        conn.close()
+
+
+def _escape(fragment: str) -> str:
+    from .keys import escape_percent
+
+    return escape_percent(fragment)
+
+
+def load_spec(engine: Engine, plan_id: str) -> BackfillSpec:
+    """The plan's backfill spec from ``<control>.plans``; BadInput when there is none."""
+    conn = _connect(engine, "ecm")
+    try:
+        exists = conn.execute("SELECT to_regclass(%s)", [_control("plans")]).fetchone()
+        if exists is None or exists[0] is None:
+            raise BadInput(
+                f"unknown plan {plan_id!r}: the control schema {control_schema()} is not initialized"
+            )
+        row = conn.execute(
+            f"SELECT spec -> 'backfill' FROM {_control('plans')} WHERE plan_id = %s", [plan_id]
+        ).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        raise BadInput(f"unknown plan {plan_id!r} (see `ecm status` for the plans this database knows)")
+    if not row[0]:
+        raise BadInput(f"plan {plan_id!r} has no backfill")
+    data = row[0] if isinstance(row[0], dict) else json.loads(row[0])
+    try:
+        return BackfillSpec.from_json(data)
+    except TypeError as exc:
+        raise BadInput(f"plan {plan_id!r}: malformed backfill spec: {exc}") from exc
+
+
+__all__ = [
+    "BackfillOptions",
+    "BackfillResult",
+    "BatchSizer",
+    "HealthProbe",
+    "ProbeContext",
+    "VerifyResult",
+    "load_spec",
+    "run_backfill",
+    "verify",
+]
