@@ -85,14 +85,23 @@ def register(app: typer.Typer) -> None:
     def abort(
         common: Common,
         plan: Annotated[str, typer.Argument(help="Plan id (from `ecm plan` / `ecm status`).")],
+        allow_no_reporters: Annotated[
+            bool,
+            typer.Option(
+                "--allow-no-reporters",
+                help="Accept an empty registry as proof that no code uses the new column (recorded).",
+            ),
+        ] = False,
     ) -> None:
         """Roll a plan back from whatever phase it reached, as far as is safe."""
         from ..revisions.abort import abort_plan
         from ..revisions.project import load
+        from ..revisions.runner import env
         from ..urls import normalize
 
         project = load(common.config)
-        doc = abort_plan(project, common.engine(), normalize(common.resolve_url()), plan)
+        with env(ECM_ALLOW_NO_REPORTERS="1" if allow_no_reporters else None):
+            doc = abort_plan(project, common.engine(), normalize(common.resolve_url()), plan)
         common.emit(doc)
         if not common.json_output:
             for step in doc["steps"]:

@@ -214,7 +214,6 @@ def _guard(
     conn: Connection, plan: dict[str, Any], phase: str, direction: Direction
 ) -> tuple[str, dict[str, Any]]:
     """The contract guard (and the guard on rolling back an expand), inside the revision itself."""
-    from ..db import ledger
     from ..live.guard_check import check_contract, record_override
 
     plan_id = plan["plan_id"]
@@ -222,29 +221,35 @@ def _guard(
     removes = plan["removes"] if contract else plan["adds"]
     problems = backfill_problems(conn, plan) if contract else []
     allow_no_reporters = _truthy("ECM_ALLOW_NO_REPORTERS")
-    decision = check_contract(
-        conn,
-        removes=removes,
-        plan_id=plan_id,
-        allow_no_reporters=allow_no_reporters,
-        backfill_problems=problems,
-    )
-    if decision.allowed:
-        if allow_no_reporters:
-            record_override(conn, plan_id=plan_id, kind="allow-no-reporters", reason=None, decision=decision)
-        return "ok", {"allow_no_reporters": allow_no_reporters}
     forced_plan = os.environ.get("ECM_FORCE_CONTRACT", "")
     reason = os.environ.get("ECM_FORCE_REASON", "").strip()
-    if contract and forced_plan == plan_id:
-        if problems:
-            raise Refused(
-                f"contract {plan_id} refused even with --force-contract: the data is not ready", problems
-            )
-        if not reason:
-            raise OperationalError("--force-contract needs --reason TEXT saying why")
-        record_override(conn, plan_id=plan_id, kind="force-contract", reason=reason, decision=decision)
-        log.warning("contract_forced", plan_id=plan_id, reason=reason, refused=decision.reasons)
-        return "forced", {"reason": reason, "reasons": decision.reasons}
+    # The migration's own connection is in autocommit mode here; the guard reads (and the
+    # override is recorded) on a connection of its own, in one ordinary transaction.
+    with conn.engine.connect() as gconn:
+        decision = check_contract(
+            gconn,
+            removes=removes,
+            plan_id=plan_id,
+            allow_no_reporters=allow_no_reporters,
+            backfill_problems=problems,
+        )
+        if decision.allowed:
+            if allow_no_reporters:
+                record_override(
+                    gconn, plan_id=plan_id, kind="allow-no-reporters", reason=None, decision=decision
+                )
+                gconn.commit()
+            return "ok", {"allow_no_reporters": allow_no_reporters}
+        if contract and forced_plan == plan_id:
+            if problems:
+                raise Refused(
+                    f"contract {plan_id} refused even with --force-contract: the data is not ready", problems
+                )
+            if not reason:
+                raise OperationalError("--force-contract needs --reason TEXT saying why")
+            record_override(gconn, plan_id=plan_id, kind="force-contract", reason=reason, decision=decision)
+            gconn.commit()
+            log.warning("contract_forced", plan_id=plan_id, reason=reason, refused=decision.reasons)
+            return "forced", {"reason": reason, "reasons": decision.reasons}
     what = "contract" if contract else "rollback of expand"
-    del ledger
     raise Refused(f"{what} of {plan_id} refused", list(decision.reasons))
