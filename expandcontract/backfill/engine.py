@@ -749,8 +749,19 @@ def _prepare(conn: psycopg.Connection[Any], target: Target, options: BackfillOpt
         status = conn.execute(
             f"SELECT backfill_status FROM {plans} WHERE plan_id = %s", [spec.plan_id]
         ).fetchone()
-        if total and not unfinished and (status is None or status[0] == "complete"):
-            return True, total
+        if total and not unfinished:
+            state = status[0] if status is not None else None
+            if state == "complete":
+                return True, total
+            # Finished checkpoints from an earlier round: the plan was rolled back and is
+            # applied again (its status was reset), or a reverse spec with no plans row of its
+            # own finds rows pending again. Start over. A 'running' status with every chunk
+            # finished is a run that died before its completion record: it completes below.
+            if state not in (None, "running") or (state is None and _any_pending(conn, target)):
+                conn.execute(f"DELETE FROM {ckpt} WHERE plan_id = %s", [spec.plan_id])
+                total = 0
+            elif state is None:
+                return True, total
         if not total:
             chunks = plan_chunks(conn, target, _default_chunks(options, target))
             with conn.cursor() as cur:
@@ -769,6 +780,14 @@ def _prepare(conn: psycopg.Connection[Any], target: Target, options: BackfillOpt
             [target.rows_estimate, spec.plan_id],
         )
     return False, total
+
+
+def _any_pending(conn: psycopg.Connection[Any], target: Target) -> bool:
+    row = conn.execute(
+        f"SELECT EXISTS (SELECT 1 FROM {qualified(target.spec.schema, target.spec.table)} "
+        f"WHERE {_escape(target.spec.pending_sql)})"
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _rows_total(conn: psycopg.Connection[Any], plan_id: str) -> tuple[int, int]:
