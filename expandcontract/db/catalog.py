@@ -1,0 +1,552 @@
+"""Facts about one table and one of its columns, read from pg_catalog for the planner.
+
+Names are resolved to an OID and an attnum once, up front, and every later query is
+keyed by those numbers: odd names (mixed case, spaces, quotes, unicode, reserved
+words) then only ever travel as bound parameters, never through SQL text.
+
+Only SELECTs are issued. The connection's transaction (SQLAlchemy autobegins one) is
+left to the caller: end it promptly, because an idle transaction holds back
+``CREATE INDEX CONCURRENTLY`` and, after the small-table ``count(*)``, an
+ACCESS SHARE lock on the table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BadInput
+from ..plan.facts import CheckFact, ColumnFacts, ForeignKeyFact, GrantFact, IndexFact, TableFacts
+from ..sql.quoting import q, qualified
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+__all__ = ["read_table_facts"]
+
+_KIND_NAMES = {
+    "v": "a view",
+    "m": "a materialized view",
+    "f": "a foreign table",
+    "S": "a sequence",
+    "i": "an index",
+    "I": "a partitioned index",
+    "c": "a composite type",
+    "t": "a TOAST table",
+}
+
+FK_ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+
+# Counting is exact and cheap up to here (8 MB with 8 kB blocks); beyond it we estimate.
+COUNT_MAX_PAGES = 1024
+
+# A Var of the indexed table inside an index expression or predicate. Index expressions
+# cannot contain sub-queries, so ``varno 1`` always means the table itself there.
+_VAR = re.compile(r"\{VAR :varno (\d+) :varattno (-?\d+) ")
+
+_COLUMNS_LIMIT = 30
+
+Row = Mapping[Any, Any]
+
+
+def show(schema: str | None, name: str) -> str:
+    """A name for an error message: quoted like PostgreSQL's own messages, yet unambiguous.
+
+    Plain names are wrapped in double quotes (``"public.accounts"``); names that need
+    quoting are shown exactly as SQL would spell them (``public."My Table"``).
+    """
+    text_ = qualified(schema, name)
+    return text_ if '"' in text_ else f'"{text_}"'
+
+
+def _rows(conn: Connection, sql: str, params: Row) -> Sequence[Row]:
+    from sqlalchemy import text
+
+    return conn.execute(text(sql), dict(params)).mappings().all()
+
+
+def _scalar(conn: Connection, sql: str, params: Row | None = None) -> Any:
+    from sqlalchemy import text
+
+    return conn.execute(text(sql), dict(params or {})).scalar_one()
+
+
+def _one(conn: Connection, sql: str, params: Row) -> Row | None:
+    rows = _rows(conn, sql, params)
+    return rows[0] if rows else None
+
+
+_RELATION_COLUMNS = """
+    c.oid::bigint AS oid, n.nspname::text AS schema, c.relname::text AS name, c.relkind::text AS kind,
+    c.relispartition AS is_partition, c.reltuples::float8 AS reltuples, c.relowner::bigint AS owner
+"""
+
+
+def _resolve(conn: Connection, schema: str | None, table: str) -> Row:
+    if schema is not None:
+        if _one(conn, "SELECT 1 FROM pg_namespace WHERE nspname = :schema", {"schema": schema}) is None:
+            raise BadInput(f"schema {show(None, schema)} does not exist")
+        found = _one(
+            conn,
+            f"""
+            SELECT {_RELATION_COLUMNS}
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = :schema AND c.relname = :table
+            """,
+            {"schema": schema, "table": table},
+        )
+        if found is None:
+            raise BadInput(f"table {show(schema, table)} does not exist{_table_hint(conn, table)}")
+    else:
+        found = _one(
+            conn,
+            f"""
+            SELECT {_RELATION_COLUMNS}
+            FROM unnest(current_schemas(false)) WITH ORDINALITY AS s(nspname, position)
+            JOIN pg_namespace n ON n.nspname = s.nspname
+            JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = :table
+            ORDER BY s.position
+            LIMIT 1
+            """,
+            {"table": table},
+        )
+        if found is None:
+            path = _scalar(conn, "SELECT current_schemas(false)::text[]")
+            searched = ", ".join(q(s) for s in path) or "no schemas"
+            raise BadInput(
+                f"table {show(None, table)} does not exist in the search_path ({searched})"
+                f"{_table_hint(conn, table)}"
+            )
+    if found["kind"] not in ("r", "p"):
+        what = _KIND_NAMES.get(found["kind"], f"a relation of kind {found['kind']!r}")
+        raise BadInput(f"{show(found['schema'], found['name'])} is {what}, not a table")
+    return found
+
+
+def _table_hint(conn: Connection, table: str) -> str:
+    """Suggest tables whose name differs only by case, or that live in another schema."""
+    similar = _rows(
+        conn,
+        """
+        SELECT n.nspname::text AS schema, c.relname::text AS name
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND lower(c.relname) = lower(:table)
+          AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+        ORDER BY n.nspname, c.relname
+        LIMIT 4
+        """,
+        {"table": table},
+    )
+    if not similar:
+        return ""
+    return " (did you mean " + " or ".join(qualified(r["schema"], r["name"]) for r in similar) + "?)"
+
+
+def _column_rows(conn: Connection, oid: int) -> Sequence[Row]:
+    return _rows(
+        conn,
+        """
+        SELECT a.attnum::int AS attnum, a.attname::text AS name,
+               format_type(a.atttypid, a.atttypmod) AS type_sql, a.attnotnull AS not_null,
+               pg_get_expr(d.adbin, d.adrelid) AS default_sql,
+               a.attcollation <> 0 AND a.attcollation <> t.typcollation AS own_collation,
+               co.collname::text AS collation, cn.nspname::text AS collation_schema,
+               a.attidentity::text AS identity, a.attgenerated::text AS generated,
+               col_description(a.attrelid, a.attnum) AS comment,
+               tn.nspname = 'pg_catalog' AS type_is_builtin,
+               a.attlen::int AS attlen
+        FROM pg_attribute a
+        JOIN pg_type t ON t.oid = a.atttypid
+        JOIN pg_namespace tn ON tn.oid = t.typnamespace
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        LEFT JOIN pg_collation co ON co.oid = a.attcollation
+        LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
+        WHERE a.attrelid = CAST(:oid AS oid) AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum
+        """,
+        {"oid": oid},
+    )
+
+
+def _owned_sequence(conn: Connection, oid: int, attnum: int) -> str | None:
+    """The sequence behind a serial ('a' dependency) or identity ('i') column, if any."""
+    row = _one(
+        conn,
+        """
+        SELECT n.nspname::text AS schema, s.relname::text AS name
+        FROM pg_depend d
+        JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+        JOIN pg_namespace n ON n.oid = s.relnamespace
+        WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+          AND d.refobjid = CAST(:oid AS oid) AND d.refobjsubid = CAST(:attnum AS int4)
+          AND d.deptype IN ('a', 'i')
+        ORDER BY d.deptype, s.relname
+        LIMIT 1
+        """,
+        {"oid": oid, "attnum": attnum},
+    )
+    return qualified(row["schema"], row["name"]) if row else None
+
+
+def _grants(conn: Connection, oid: int, attnum: int, owner: int) -> tuple[GrantFact, ...]:
+    """Column-level privileges only.
+
+    ``attacl`` holds exactly the column grants, so privileges that exist because of a
+    table-level GRANT (which information_schema.column_privileges also lists) are not
+    here; the owner is skipped because it holds every privilege regardless.
+    """
+    rows = _rows(
+        conn,
+        """
+        SELECT CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE r.rolname::text END AS grantee,
+               x.privilege_type AS privilege, bool_or(x.is_grantable) AS grantable
+        FROM pg_attribute a
+        CROSS JOIN LATERAL aclexplode(a.attacl) AS x
+        LEFT JOIN pg_roles r ON r.oid = x.grantee
+        WHERE a.attrelid = CAST(:oid AS oid) AND a.attnum = CAST(:attnum AS int2)
+          AND x.grantee <> CAST(:owner AS oid)
+        GROUP BY 1, 2
+        ORDER BY 1, 2
+        """,
+        {"oid": oid, "attnum": attnum, "owner": owner},
+    )
+    return tuple(GrantFact(r["grantee"], r["privilege"], bool(r["grantable"])) for r in rows)
+
+
+def _collation(row: Row) -> str | None:
+    if not row["own_collation"] or row["collation"] is None:
+        return None
+    if row["collation_schema"] == "pg_catalog":
+        return q(row["collation"])
+    return qualified(row["collation_schema"], row["collation"])
+
+
+def _var_attnos(node_tree: str | None) -> set[int]:
+    if not node_tree:
+        return set()
+    return {int(attno) for varno, attno in _VAR.findall(node_tree) if varno == "1"}
+
+
+def _index_rows(conn: Connection, oid: int, attnum: int) -> Sequence[Row]:
+    return _rows(
+        conn,
+        """
+        SELECT ic.relname::text AS name, pg_get_indexdef(i.indexrelid) AS definition,
+               i.indisunique AS is_unique, i.indisprimary AS is_primary, i.indisvalid AS is_valid,
+               i.indnkeyatts::int AS nkeys, i.indkey::text AS indkey,
+               i.indexprs::text AS exprs, i.indpred::text AS pred,
+               con.conname::text AS constraint_name,
+               EXISTS (
+                   SELECT 1 FROM pg_depend d
+                   WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+                     AND d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indrelid
+                     AND d.refobjsubid = CAST(:attnum AS int4)
+               ) AS depends
+        FROM pg_index i
+        JOIN pg_class ic ON ic.oid = i.indexrelid
+        LEFT JOIN pg_constraint con
+               ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u', 'x')
+        WHERE i.indrelid = CAST(:oid AS oid)
+        ORDER BY ic.relname
+        """,
+        {"oid": oid, "attnum": attnum},
+    )
+
+
+def _fk_rows(conn: Connection, oid: int, attnum: int) -> Sequence[Row]:
+    """Foreign keys from or to the column, without partition clones.
+
+    PostgreSQL clones a foreign key onto every partition of a partitioned referencing
+    table, and once per partition of a partitioned referenced table; the clones cannot
+    be altered on their own, so only the constraint a user would act on is returned.
+    """
+    return _rows(
+        conn,
+        """
+        SELECT con.conname::text AS name,
+               cn.nspname::text AS schema, c.relname::text AS table_name,
+               ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY AS k(attnum, position)
+                     JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
+                     ORDER BY k.position) AS columns,
+               rn.nspname::text AS ref_schema, rc.relname::text AS ref_table,
+               ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY AS k(attnum, position)
+                     JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum
+                     ORDER BY k.position) AS ref_columns,
+               con.confupdtype::text AS on_update, con.confdeltype::text AS on_delete,
+               con.confmatchtype::text AS match_type, con.condeferrable AS deferrable,
+               con.condeferred AS deferred, con.convalidated AS valid,
+               (con.conrelid = CAST(:oid AS oid) AND CAST(:attnum AS int2) = ANY (con.conkey)
+                AND (p.oid IS NULL OR p.conrelid <> con.conrelid)) AS outgoing,
+               (con.confrelid = CAST(:oid AS oid) AND CAST(:attnum AS int2) = ANY (con.confkey)
+                AND (p.oid IS NULL OR p.confrelid <> con.confrelid)) AS incoming
+        FROM pg_constraint con
+        JOIN pg_class c ON c.oid = con.conrelid
+        JOIN pg_namespace cn ON cn.oid = c.relnamespace
+        JOIN pg_class rc ON rc.oid = con.confrelid
+        JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+        LEFT JOIN pg_constraint p ON p.oid = con.conparentid
+        WHERE con.contype = 'f'
+          AND ((con.conrelid = CAST(:oid AS oid) AND CAST(:attnum AS int2) = ANY (con.conkey))
+               OR (con.confrelid = CAST(:oid AS oid) AND CAST(:attnum AS int2) = ANY (con.confkey)))
+        ORDER BY con.conname, cn.nspname, c.relname
+        """,
+        {"oid": oid, "attnum": attnum},
+    )
+
+
+def _fk(row: Row) -> ForeignKeyFact:
+    return ForeignKeyFact(
+        name=row["name"],
+        schema=row["schema"],
+        table=row["table_name"],
+        columns=tuple(row["columns"]),
+        ref_schema=row["ref_schema"],
+        ref_table=row["ref_table"],
+        ref_columns=tuple(row["ref_columns"]),
+        on_update=FK_ACTIONS.get(row["on_update"], "NO ACTION"),
+        on_delete=FK_ACTIONS.get(row["on_delete"], "NO ACTION"),
+        match_full=row["match_type"] == "f",
+        deferrable=bool(row["deferrable"]),
+        initially_deferred=bool(row["deferred"]),
+        valid=bool(row["valid"]),
+    )
+
+
+def _checks(conn: Connection, oid: int, attnum: int) -> tuple[CheckFact, ...]:
+    rows = _rows(
+        conn,
+        """
+        SELECT con.conname::text AS name, pg_get_constraintdef(con.oid) AS definition,
+               pg_get_expr(con.conbin, con.conrelid) AS expression,
+               con.convalidated AS valid, con.connoinherit AS no_inherit
+        FROM pg_constraint con
+        WHERE con.contype = 'c' AND con.conrelid = CAST(:oid AS oid) AND CAST(:attnum AS int2) = ANY (con.conkey)
+        ORDER BY con.conname
+        """,
+        {"oid": oid, "attnum": attnum},
+    )
+    return tuple(
+        CheckFact(
+            name=r["name"],
+            expression=check_expression(r["definition"]) or r["expression"],
+            valid=bool(r["valid"]),
+            no_inherit=bool(r["no_inherit"]),
+        )
+        for r in rows
+    )
+
+
+_CHECK_SUFFIXES = (" NOT VALID", " NO INHERIT", " NOT ENFORCED", " ENFORCED")
+
+
+def check_expression(definition: str) -> str | None:
+    """The boolean expression inside ``CHECK (...)`` of a pg_get_constraintdef() text.
+
+    The flags PostgreSQL appends after the closing parenthesis are dropped: they are
+    kept as separate facts, and a revision must be able to re-add them independently.
+    """
+    text_ = definition.strip()
+    stripped = True
+    while stripped:
+        stripped = False
+        for suffix in _CHECK_SUFFIXES:
+            if text_.endswith(suffix):
+                text_ = text_[: -len(suffix)].rstrip()
+                stripped = True
+    if not (text_.startswith("CHECK (") and text_.endswith(")")):
+        return None
+    return text_[len("CHECK (") : -1]
+
+
+def _dependent_views(conn: Connection, oid: int, attnum: int) -> tuple[str, ...]:
+    rows = _rows(
+        conn,
+        """
+        SELECT DISTINCT vn.nspname::text AS schema, v.relname::text AS name
+        FROM pg_depend d
+        JOIN pg_rewrite r ON r.oid = d.objid
+        JOIN pg_class v ON v.oid = r.ev_class
+        JOIN pg_namespace vn ON vn.oid = v.relnamespace
+        WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+          AND d.refobjid = CAST(:oid AS oid) AND d.refobjsubid = CAST(:attnum AS int4)
+          AND v.oid <> CAST(:oid AS oid)
+        ORDER BY 1, 2
+        """,
+        {"oid": oid, "attnum": attnum},
+    )
+    return tuple(qualified(r["schema"], r["name"]) for r in rows)
+
+
+def _policies(conn: Connection, oid: int, attnum: int) -> tuple[str, ...]:
+    """Policies whose USING or WITH CHECK reads the column.
+
+    pg_depend is used rather than the expression trees because a policy may contain
+    sub-queries, whose Vars point at other tables with the same varno.
+    """
+    rows = _rows(
+        conn,
+        """
+        SELECT DISTINCT pol.polname::text AS name
+        FROM pg_policy pol
+        JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = pol.oid
+        WHERE pol.polrelid = CAST(:oid AS oid)
+          AND d.refclassid = 'pg_class'::regclass AND d.refobjid = CAST(:oid AS oid)
+          AND d.refobjsubid = CAST(:attnum AS int4)
+        ORDER BY 1
+        """,
+        {"oid": oid, "attnum": attnum},
+    )
+    return tuple(r["name"] for r in rows)
+
+
+def _triggers(conn: Connection, oid: int) -> tuple[str, ...]:
+    rows = _rows(
+        conn,
+        """
+        SELECT tgname::text AS name FROM pg_trigger
+        WHERE tgrelid = CAST(:oid AS oid) AND NOT tgisinternal
+        ORDER BY 1
+        """,
+        {"oid": oid},
+    )
+    return tuple(r["name"] for r in rows)
+
+
+def _row_estimate(conn: Connection, relation: Row, columns: Sequence[Row]) -> int:
+    """The planner's row count, or a cheap stand-in when the table was never analyzed.
+
+    ``reltuples`` is -1 until the first VACUUM/ANALYZE, which is common right after a
+    bulk load. Small tables are then counted exactly; big ones are estimated from
+    their size and an average row width, the way the planner does, with the
+    statistics collector's live-tuple counter as a floor.
+    """
+    oid = relation["oid"]
+    if relation["kind"] == "p":
+        total = _scalar(
+            conn,
+            """
+            SELECT COALESCE(sum(GREATEST(c.reltuples, 0)), 0)::float8
+            FROM pg_partition_tree(CAST(CAST(:oid AS oid) AS regclass)) t
+            JOIN pg_class c ON c.oid = t.relid
+            WHERE t.isleaf
+            """,
+            {"oid": oid},
+        )
+        return int(total)
+    if relation["reltuples"] >= 0:
+        return int(relation["reltuples"])
+    size = _one(
+        conn,
+        """
+        SELECT (pg_relation_size(CAST(:oid AS oid)) / current_setting('block_size')::int)::bigint AS pages,
+               current_setting('block_size')::int AS block_size,
+               COALESCE((SELECT n_live_tup FROM pg_stat_all_tables WHERE relid = CAST(:oid AS oid)), 0)::bigint
+                   AS live
+        """,
+        {"oid": oid},
+    )
+    assert size is not None
+    if size["pages"] <= COUNT_MAX_PAGES:
+        counted = _scalar(conn, f"SELECT count(*) FROM {qualified(relation['schema'], relation['name'])}")
+        return int(counted)
+    # Heap tuple header (23 bytes, aligned to 24) + line pointer (4); varlena columns ~32 bytes.
+    width = 28 + sum(c["attlen"] if c["attlen"] > 0 else 32 for c in columns)
+    per_page = max(1, (int(size["block_size"]) - 24) // width)
+    return max(int(size["pages"]) * per_page, int(size["live"]))
+
+
+def read_table_facts(conn: Connection, schema: str | None, table: str, column: str) -> TableFacts:
+    """Everything the planner must know about ``column`` and its table, read-only.
+
+    ``schema=None`` resolves the table like an unqualified name in SQL would (first
+    match along ``current_schemas(false)``); the facts always carry the real schema.
+    """
+    relation = _resolve(conn, schema, table)
+    oid, schema_name, table_name = int(relation["oid"]), relation["schema"], relation["name"]
+    columns = _column_rows(conn, oid)
+    names = {int(c["attnum"]): str(c["name"]) for c in columns}
+    target = next((c for c in columns if c["name"] == column), None)
+    if target is None:
+        listed = ", ".join(q(c["name"]) for c in columns[:_COLUMNS_LIMIT])
+        if len(columns) > _COLUMNS_LIMIT:
+            listed += f", ... ({len(columns)} in all)"
+        near = [c["name"] for c in columns if c["name"].lower() == column.lower()]
+        hint = f" (did you mean {q(near[0])}?)" if near else f" (columns: {listed or 'none'})"
+        raise BadInput(
+            f"column {show(None, column)} does not exist in table {show(schema_name, table_name)}{hint}"
+        )
+    attnum = int(target["attnum"])
+
+    column_facts = ColumnFacts(
+        name=target["name"],
+        type_sql=target["type_sql"],
+        nullable=not target["not_null"],
+        default=target["default_sql"],
+        collation=_collation(target),
+        identity=target["identity"] or "",
+        generated=target["generated"] or "",
+        comment=target["comment"],
+        owned_sequence=_owned_sequence(conn, oid, attnum),
+        grants=_grants(conn, oid, attnum, int(relation["owner"])),
+        type_is_builtin=bool(target["type_is_builtin"]),
+    )
+
+    not_null = {int(c["attnum"]) for c in columns if c["not_null"]}
+    primary_key: tuple[str, ...] = ()
+    unique_keys: list[tuple[str, ...]] = []
+    indexes: list[IndexFact] = []
+    for ix in _index_rows(conn, oid, attnum):
+        attnums = [int(n) for n in ix["indkey"].split()]
+        keys = attnums[: ix["nkeys"]]
+        expression = ix["exprs"] is not None or 0 in keys
+        plain = () if expression else tuple(names[n] for n in keys)
+        if ix["is_primary"]:
+            primary_key = plain
+        elif (
+            ix["is_unique"]
+            and ix["is_valid"]
+            and not expression
+            and ix["pred"] is None
+            and all(n in not_null for n in keys)
+            and plain not in unique_keys
+        ):
+            unique_keys.append(plain)
+        in_nodes = _var_attnos(ix["exprs"]) | _var_attnos(ix["pred"])
+        # attnum 0 in indkey is an expression slot; varattno 0 is a whole-row reference.
+        if ix["depends"] or attnum in attnums or attnum in in_nodes or 0 in in_nodes:
+            indexes.append(
+                IndexFact(
+                    name=ix["name"],
+                    definition=ix["definition"],
+                    unique=bool(ix["is_unique"]),
+                    primary=bool(ix["is_primary"]),
+                    partial=ix["pred"] is not None,
+                    expression=expression,
+                    valid=bool(ix["is_valid"]),
+                    constraint=ix["constraint_name"],
+                    columns=plain,
+                )
+            )
+
+    fks = _fk_rows(conn, oid, attnum)
+    return TableFacts(
+        schema=schema_name,
+        name=table_name,
+        column=column_facts,
+        columns=tuple(c["name"] for c in columns),
+        kind=relation["kind"],
+        is_partition=bool(relation["is_partition"]),
+        primary_key=primary_key,
+        unique_keys=tuple(sorted(unique_keys)),
+        row_estimate=max(0, _row_estimate(conn, relation, columns)),
+        indexes=tuple(indexes),
+        foreign_keys=tuple(_fk(r) for r in fks if r["outgoing"]),
+        referenced_by=tuple(_fk(r) for r in fks if r["incoming"]),
+        checks=_checks(conn, oid, attnum),
+        dependent_views=_dependent_views(conn, oid, attnum),
+        policies=_policies(conn, oid, attnum),
+        other_triggers=_triggers(conn, oid),
+        server_version_num=int(_scalar(conn, "SELECT current_setting('server_version_num')::int")),
+        extra={"source": "catalog"},
+    )
