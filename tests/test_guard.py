@@ -1,0 +1,387 @@
+"""The guard: pure decide() as tables, then check_contract() against a real server, failing closed."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+
+from expandcontract.db import control
+from expandcontract.errors import BadInput
+from expandcontract.guard import WHOLE_TABLE, Decision, Instance, decide, parse_ttl, state
+from expandcontract.live.guard_check import check_contract, record_override
+from expandcontract.urls import normalize
+
+REMOVES = {"public.users": ["name"]}
+
+
+def inst(
+    app: str = "web",
+    version: str = "1.4.2",
+    *,
+    host: str = "web-1",
+    pid: int = 4242,
+    age: float = 1.0,
+    interval: float = 10.0,
+    uses: dict[str, list[str]] | None = None,
+    deregistered: float | None = None,
+) -> Instance:
+    return Instance(
+        id=str(uuid.uuid4()),
+        app=app,
+        version=version,
+        host=host,
+        pid=pid,
+        seconds_since_heartbeat=age,
+        interval_s=interval,
+        uses={"public.users": ["id", "name"]} if uses is None else uses,
+        seconds_since_deregistered=deregistered,
+    )
+
+
+NEW = {"public.users": ["full_name", "id"]}
+
+
+# -- decide(): pure --------------------------------------------------------------------
+
+
+def test_live_old_instance_refuses_and_names_it() -> None:
+    d = decide(REMOVES, [inst(age=4.2)])
+    assert not d.allowed
+    assert d.reasons == [
+        "1 instance of web 1.4.2 still maps public.users.name; last seen 4.2 s ago (host web-1 pid 4242)"
+    ]
+    assert [b.maps for b in d.blocking] == [("public.users.name",)]
+
+
+def test_instances_of_one_version_are_grouped_into_one_reason() -> None:
+    d = decide(
+        REMOVES,
+        [inst(host="web-2", pid=4343, age=7.0), inst(age=4.0), inst(version="2.0", uses=NEW, age=1.0)],
+    )
+    assert d.reasons == [
+        "2 instances of web 1.4.2 still map public.users.name; last seen 4.0 s ago "
+        "(host web-1 pid 4242 seen 4.0 s ago, host web-2 pid 4343 seen 7.0 s ago)"
+    ]
+    assert len(d.live) == 3 and len(d.blocking) == 2
+
+
+def test_new_version_only_never_blocks() -> None:
+    d = decide(REMOVES, [inst(version="2.0", uses=NEW)])
+    assert d.allowed and d.reasons == [] and not d.no_reporters
+
+
+@pytest.mark.parametrize(
+    ("age", "interval", "ttl", "expected"),
+    [
+        (29.0, 10.0, None, "live"),  # within 3x its own interval
+        (30.0, 10.0, None, "live"),  # the boundary still counts as live
+        (30.5, 10.0, None, "expired"),
+        (0.7, 0.2, None, "expired"),
+        (0.7, 0.2, 5.0, "live"),  # ECM_LIVE_TTL overrides every instance's own TTL
+        (6.0, 10.0, 5.0, "expired"),
+    ],
+)
+def test_ttl_rule(age: float, interval: float, ttl: float | None, expected: str) -> None:
+    i = inst(age=age, interval=interval)
+    assert state(i, ttl) == expected
+    d = decide(REMOVES, [i, inst("worker", "2.0", uses={}, age=0.1)], ttl=ttl)
+    assert d.allowed is (expected == "expired")
+
+
+def test_deregistered_instance_does_not_block_but_counts_as_evidence() -> None:
+    gone = inst(age=0.5, deregistered=0.3)
+    assert state(gone) == "deregistered"
+    d = decide(REMOVES, [gone])
+    assert d.allowed and not d.no_reporters
+    # Long after its deregistration, it proves nothing any more.
+    stale = decide(REMOVES, [inst(age=100, deregistered=99)])
+    assert not stale.allowed and stale.no_reporters
+
+
+def test_empty_registry_refuses_unless_allowed() -> None:
+    d = decide(REMOVES, [])
+    assert not d.allowed and d.no_reporters
+    assert "no instance of any application reported within its TTL" in d.reasons[0]
+    assert "--allow-no-reporters" in d.reasons[0]
+    ok = decide(REMOVES, [], allow_no_reporters=True)
+    assert ok.allowed and ok.no_reporters  # the caller records that in the ledger
+
+
+def test_only_expired_instances_is_no_evidence() -> None:
+    d = decide(REMOVES, [inst(age=100, interval=1)])
+    assert not d.allowed and d.no_reporters and d.blocking == []
+
+
+def test_allow_no_reporters_never_overrides_a_live_blocker() -> None:
+    d = decide(REMOVES, [inst()], allow_no_reporters=True)
+    assert not d.allowed and len(d.blocking) == 1
+
+
+def test_backfill_problems_refuse_first() -> None:
+    d = decide(REMOVES, [inst(version="2.0", uses=NEW)], backfill_problems=["12 rows out of step"])
+    assert not d.allowed and d.reasons == ["12 rows out of step"]
+
+
+def test_whole_table_removal_and_unqualified_names() -> None:
+    mapping_only_id = inst(uses={"public.users": ["id"]})
+    assert decide(REMOVES, [mapping_only_id]).allowed
+    d = decide({"public.users": [WHOLE_TABLE]}, [mapping_only_id])
+    assert not d.allowed and d.blocking[0].maps == ("public.users",)
+    # An unqualified table in removes matches that table in any schema (the safe side).
+    other_schema = inst(uses={"billing.users": ["name"]})
+    assert not decide({"users": ["name"]}, [other_schema]).allowed
+    assert decide({"public.users": ["name"]}, [other_schema, inst("x", "1", uses={})]).allowed
+
+
+def test_several_columns_are_listed_together() -> None:
+    d = decide({"public.users": ["name", "email"]}, [inst(uses={"public.users": ["email", "id", "name"]})])
+    assert "still maps public.users.email, public.users.name;" in d.reasons[0]
+
+
+def test_removing_nothing_needs_no_evidence() -> None:
+    assert decide({}, []).allowed
+    assert decide({"public.users": []}, []).allowed
+
+
+def test_parse_ttl() -> None:
+    assert parse_ttl("") is None and parse_ttl(None) is None
+    assert parse_ttl("2.5") == 2.5
+    for bad in ("abc", "0", "-1"):
+        with pytest.raises(ValueError, match="ECM_LIVE_TTL"):
+            parse_ttl(bad)
+
+
+def test_decision_json_round_trips_through_json() -> None:
+    d = decide(REMOVES, [inst()])
+    doc = json.loads(json.dumps(d.to_json()))
+    assert doc["allowed"] is False and doc["blocking"][0]["maps"] == ["public.users.name"]
+    assert doc["blocking"][0]["pid"] == 4242
+
+
+def test_guard_module_is_pure() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, expandcontract.guard; print([m for m in ('sqlalchemy', 'psycopg') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# -- check_contract(): real server --------------------------------------------------------
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = create_engine(normalize(database_url))
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+@pytest.fixture
+def initialized(engine: Engine) -> Engine:
+    with engine.connect() as conn:
+        control.ensure(conn)
+    return engine
+
+
+def add_instance(
+    db: psycopg.Connection,
+    *,
+    uses: object,
+    age: float = 0.0,
+    interval: float = 10.0,
+    app: str = "web",
+    version: str = "1.0",
+    deregistered_ago: float | None = None,
+) -> str:
+    instance_id = str(uuid.uuid4())
+    db.execute(
+        "INSERT INTO ecm.instances (id, app, version, host, pid, last_heartbeat, interval_s, uses, deregistered_at) "
+        "VALUES (%s, %s, %s, 'h1', 77, now() - make_interval(secs => %s), %s, %s::jsonb, "
+        "CASE WHEN %s::float8 IS NULL THEN NULL ELSE now() - make_interval(secs => %s::float8) END)",
+        (instance_id, app, version, age, interval, json.dumps(uses), deregistered_ago, deregistered_ago),
+    )
+    return instance_id
+
+
+def check(engine: Engine, **kwargs: object) -> Decision:
+    with engine.connect() as conn:
+        return check_contract(conn, removes=kwargs.pop("removes", REMOVES), **kwargs)  # type: ignore[arg-type]
+
+
+def test_check_contract_reads_the_registry_with_the_db_clock(
+    initialized: Engine, db: psycopg.Connection
+) -> None:
+    add_instance(db, uses={"public.users": ["id", "name"]}, age=5)
+    add_instance(db, uses={"public.users": ["id", "full_name"]}, version="2.0")
+    d = check(initialized)
+    assert not d.allowed
+    assert d.reasons[0].startswith("1 instance of web 1.0 still maps public.users.name; last seen 5.")
+    assert "(host h1 pid 77)" in d.reasons[0]
+    # Beyond 3x its interval by the database clock, it is gone.
+    db.execute(
+        "UPDATE ecm.instances SET last_heartbeat = now() - interval '31 seconds' WHERE version = '1.0'"
+    )
+    assert check(initialized).allowed
+
+
+def test_ecm_live_ttl_overrides(
+    initialized: Engine, db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_instance(db, uses={"public.users": ["name"]}, age=40, interval=10)
+    add_instance(db, uses={}, app="worker")
+    assert check(initialized).allowed
+    monkeypatch.setenv("ECM_LIVE_TTL", "60")
+    assert not check(initialized).allowed
+    monkeypatch.setenv("ECM_LIVE_TTL", "soon")
+    d = check(initialized)
+    assert not d.allowed and d.unknown and "ECM_LIVE_TTL" in d.reasons[0]
+
+
+def test_empty_registry_refuses_unless_allowed_on_db(initialized: Engine) -> None:
+    d = check(initialized)
+    assert not d.allowed and d.no_reporters
+    assert check(initialized, allow_no_reporters=True).allowed
+
+
+def test_expand_downgrade_refused_while_new_code_is_live(initialized: Engine, db: psycopg.Connection) -> None:
+    add_instance(db, uses={"public.users": ["full_name", "id"]}, version="2.0")
+    d = check(initialized, removes={"public.users": ["full_name"]})
+    assert not d.allowed and "web 2.0 still maps public.users.full_name" in d.reasons[0]
+
+
+def test_fail_closed_without_control_schema(engine: Engine) -> None:
+    d = check(engine)
+    assert not d.allowed and d.unknown
+    assert "control schema ecm is missing" in d.reasons[0]
+    # Even the no-reporters flag does not turn "cannot tell" into "allowed".
+    assert not check(engine, allow_no_reporters=True).allowed
+
+
+def test_fail_closed_registry_table_dropped(initialized: Engine, db: psycopg.Connection) -> None:
+    db.execute("DROP TABLE ecm.instances")
+    d = check(initialized, allow_no_reporters=True)
+    assert not d.allowed and "registry ecm.instances is missing" in d.reasons[0]
+
+
+def test_fail_closed_registry_table_renamed(initialized: Engine, db: psycopg.Connection) -> None:
+    db.execute("ALTER TABLE ecm.instances RENAME TO instances_old")
+    assert "is missing" in check(initialized, allow_no_reporters=True).reasons[0]
+
+
+def test_fail_closed_registry_unreadable(initialized: Engine, db: psycopg.Connection) -> None:
+    db.execute("ALTER TABLE ecm.instances RENAME COLUMN last_heartbeat TO beat")
+    d = check(initialized, allow_no_reporters=True)
+    assert not d.allowed and d.unknown
+    assert d.reasons[0].startswith("cannot read the live-instance registry ecm.instances:")
+    assert "last_heartbeat" in d.reasons[0]
+
+
+def test_fail_closed_on_malformed_usage(initialized: Engine, db: psycopg.Connection) -> None:
+    add_instance(db, uses=["public.users"])
+    d = check(initialized, allow_no_reporters=True)
+    assert not d.allowed and "uses is not a JSON object" in d.reasons[0]
+
+
+def test_fail_closed_permission_denied(
+    initialized: Engine, db: psycopg.Connection, database_url: str
+) -> None:
+    role = f"ecm_nobody_{uuid.uuid4().hex[:8]}"
+    db.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        url = make_url(normalize(database_url)).set(username=role, password=None)
+        eng = create_engine(url)
+        try:
+            d = check(eng, allow_no_reporters=True)
+        finally:
+            eng.dispose()
+        assert not d.allowed and "permission denied" in d.reasons[0]
+    finally:
+        db.execute(f'DROP OWNED BY "{role}"')
+        db.execute(f'DROP ROLE "{role}"')
+
+
+def test_fail_closed_when_the_clock_query_fails(initialized: Engine) -> None:
+    with initialized.connect() as conn:
+        conn.begin()
+        with pytest.raises(Exception, match="division by zero"):
+            conn.execute(text("SELECT 1/0"))
+        d = check_contract(conn, removes=REMOVES, allow_no_reporters=True)
+        conn.rollback()
+    assert not d.allowed and d.unknown
+    assert d.reasons[0].startswith("cannot read")
+
+
+def test_a_failed_read_leaves_the_callers_transaction_usable(
+    initialized: Engine, db: psycopg.Connection
+) -> None:
+    db.execute("ALTER TABLE ecm.instances RENAME COLUMN uses TO used")
+    with initialized.connect() as conn, conn.begin():
+        conn.execute(text("CREATE TABLE t_in_tx (id int)"))
+        assert not check_contract(conn, removes=REMOVES).allowed
+        assert conn.in_transaction()
+        conn.execute(text("INSERT INTO t_in_tx VALUES (1)"))
+    assert db.execute("SELECT count(*) FROM t_in_tx").fetchone() == (1,)
+
+
+def test_outside_a_transaction_it_leaves_none_open(initialized: Engine) -> None:
+    with initialized.connect() as conn:
+        check_contract(conn, removes=REMOVES)
+        assert not conn.in_transaction()
+
+
+def test_record_override_writes_the_ledger_in_the_callers_transaction(
+    initialized: Engine, db: psycopg.Connection
+) -> None:
+    add_instance(db, uses={"public.users": ["name"]})
+    decision = check(initialized)
+    assert not decision.allowed
+    with initialized.connect() as conn:
+        record_override(
+            conn, plan_id="p1", kind="force-contract", reason="old pods are drained", decision=decision
+        )
+        conn.rollback()  # it commits nothing itself
+    assert db.execute("SELECT count(*) FROM ecm.ledger").fetchone() == (0,)
+    with initialized.connect() as conn, conn.begin():
+        record_override(
+            conn, plan_id="p1", kind="force-contract", reason="old pods are drained", decision=decision
+        )
+        record_override(conn, plan_id="p2", kind="allow-no-reporters", reason=None, decision=decision)
+    rows = db.execute(
+        "SELECT plan_id, phase, step, outcome, actor, detail, finished_at IS NOT NULL FROM ecm.ledger ORDER BY id"
+    ).fetchall()
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        ("p1", "contract", "force-contract", "forced"),
+        ("p2", "contract", "allow-no-reporters", "allowed-no-reporters"),
+    ]
+    actor, detail = rows[0][4], rows[0][5]
+    assert actor.startswith("postgres (") and "@" in actor
+    assert detail["reason"] == "old pods are drained"
+    assert detail["refused_reasons"] == decision.reasons
+    assert detail["blocking"][0]["pid"] == 77
+    assert rows[0][6] is True
+
+
+def test_force_without_reason_is_bad_input(initialized: Engine) -> None:
+    with initialized.connect() as conn, pytest.raises(BadInput, match="--reason"):
+        record_override(conn, plan_id="p", kind="force-contract", reason="  ", decision=decide({}, []))
+
+
+def test_fail_closed_when_the_connection_dies(initialized: Engine, db: psycopg.Connection) -> None:
+    with initialized.connect() as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        conn.commit()
+        db.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        d = check_contract(conn, removes=REMOVES, allow_no_reporters=True)
+    assert not d.allowed and d.unknown
+    assert d.reasons[0].startswith("cannot read the database clock:"), d.reasons

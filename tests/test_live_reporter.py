@@ -1,0 +1,303 @@
+"""LiveReporter and schema_ready against a real server; signals and fork in real processes."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import structlog
+from sqlalchemy import Column, Integer, MetaData, Table, Text, create_engine
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from expandcontract import LiveReporter, schema_ready
+from expandcontract.live import reporter as reporter_module
+from expandcontract.live.usage import schema_usage
+from expandcontract.urls import normalize
+
+from .apps.harness import instance_row, kill_pid, running, wait_for
+
+INTERVAL = 0.2
+
+
+def users_metadata(*columns: str, schema: str | None = None) -> MetaData:
+    metadata = MetaData()
+    Table(
+        "users",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        *[Column(c, Text) for c in columns],
+        schema=schema,
+    )
+    return metadata
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = create_engine(normalize(database_url))
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+def rows(db: psycopg.Connection) -> list[tuple[object, ...]]:
+    return db.execute(
+        "SELECT id::text, app, version, pid, deregistered_at IS NOT NULL, uses FROM ecm.instances ORDER BY started_at"
+    ).fetchall()
+
+
+# -- usage -------------------------------------------------------------------------------
+
+
+def test_schema_usage_merges_metadata_and_uses() -> None:
+    metadata = users_metadata("name")
+    Table("events", metadata, Column("id", Integer, primary_key=True), Column("kind", Text), schema="audit")
+    usage = schema_usage(
+        metadata, {"orders": ["total", "id"], "audit.events": "payload", "users": ["email"]}, "app"
+    )
+    assert usage == {
+        "app.orders": ["id", "total"],
+        "app.users": ["email", "id", "name"],
+        "audit.events": ["id", "kind", "payload"],
+    }
+
+
+def test_schema_usage_uses_database_column_names() -> None:
+    class Base(DeclarativeBase):
+        pass
+
+    class User(Base):
+        __tablename__ = "users"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        display: Mapped[str] = mapped_column("name")
+
+    assert schema_usage(Base.metadata, None, "public") == {"public.users": ["id", "name"]}
+
+
+# -- in-process reporter --------------------------------------------------------------------
+
+
+def test_start_registers_before_ecm_init_heartbeats_and_stop_deregisters(
+    engine: Engine, db: psycopg.Connection
+) -> None:
+    reporter = LiveReporter(
+        engine,
+        app="web",
+        version="1.4.2",
+        metadata=users_metadata("name"),
+        uses={"audit.log": ["line"]},
+        interval=INTERVAL,
+        handle_signals=False,
+    )
+    reporter.start()
+    try:
+        assert reporter.registered and reporter.started is not None
+        row = instance_row(
+            engine.url.render_as_string(hide_password=False).replace("+psycopg", ""), reporter.id
+        )
+        assert (row["app"], row["version"], row["pid"], row["interval_s"]) == (
+            "web",
+            "1.4.2",
+            reporter.pid,
+            INTERVAL,
+        )
+        assert row["uses"] == {"audit.log": ["line"], "public.users": ["id", "name"]}
+        assert row["deregistered_at"] is None
+        first = row["last_heartbeat"]
+        wait_for(
+            lambda: db.execute("SELECT last_heartbeat FROM ecm.instances").fetchone()[0] > first,
+            5,
+            "heartbeat",
+        )
+    finally:
+        reporter.stop()
+    assert not reporter.running and not reporter.registered
+    assert rows(db)[0][4] is True  # deregistered, row kept
+    reporter.stop()  # idempotent
+
+
+def test_context_manager_and_url_bind(database_url: str, db: psycopg.Connection) -> None:
+    url = database_url.replace("postgresql://", "postgres://", 1)  # taken as psycopg 3 too
+    with LiveReporter(url, app="worker", version="7", interval=INTERVAL, handle_signals=False) as reporter:
+        assert reporter.registered
+        assert rows(db)[0][1:5] == ("worker", "7", reporter.pid, False)
+    assert rows(db)[0][4] is True
+
+
+def test_signal_handler_installed_in_main_thread_and_restored(engine: Engine) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with LiveReporter(engine, app="web", version="1", interval=INTERVAL) as reporter:
+        assert signal.getsignal(signal.SIGTERM) == reporter._on_sigterm
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_unreachable_database_never_raises_into_the_app() -> None:
+    reporter = LiveReporter(
+        "postgresql://nobody@127.0.0.1:1/nowhere",
+        app="web",
+        version="1",
+        interval=INTERVAL,
+        handle_signals=False,
+    )
+    with structlog.testing.capture_logs() as logs:
+        reporter.start()
+        time.sleep(3 * INTERVAL)
+        started = time.monotonic()
+        reporter.stop()
+        assert time.monotonic() - started < reporter_module.DEREGISTER_TIMEOUT + 2
+    events = [e["event"] for e in logs]
+    assert "live_register_failed" in events
+    assert events.count("live_heartbeat_failed") >= 1
+    assert not reporter.registered
+
+
+def test_heartbeat_failure_is_retried_and_recovers(engine: Engine, db: psycopg.Connection) -> None:
+    with structlog.testing.capture_logs() as logs:
+        reporter = LiveReporter(
+            engine, app="web", version="1", interval=INTERVAL, handle_signals=False
+        ).start()
+        try:
+            db.execute("ALTER TABLE ecm.instances RENAME TO instances_away")
+            wait_for(
+                lambda: any(e["event"] == "live_heartbeat_failed" for e in logs), 5, "a failed heartbeat"
+            )
+            assert reporter.running
+            db.execute("ALTER TABLE ecm.instances_away RENAME TO instances")
+            wait_for(lambda: any(e["event"] == "live_heartbeat_recovered" for e in logs), 10, "recovery")
+            row = db.execute(
+                "SELECT extract(epoch FROM clock_timestamp() - last_heartbeat) FROM ecm.instances"
+            ).fetchone()
+            assert row is not None and float(row[0]) < 3 * INTERVAL + 1
+        finally:
+            reporter.stop()
+    failed = [e for e in logs if e["event"] == "live_heartbeat_failed"]
+    assert all(e["retry_in"] <= INTERVAL for e in failed)
+
+
+def test_wiped_row_is_registered_again(engine: Engine, db: psycopg.Connection) -> None:
+    with LiveReporter(engine, app="web", version="1", interval=INTERVAL, handle_signals=False) as reporter:
+        db.execute("DELETE FROM ecm.instances")
+        wait_for(
+            lambda: db.execute("SELECT count(*) FROM ecm.instances").fetchone() == (1,), 5, "re-registration"
+        )
+        assert rows(db)[0][0] == reporter.id
+
+
+# -- real processes -------------------------------------------------------------------------
+
+
+def test_sigterm_deregisters_then_default_action(database_url: str, db: psycopg.Connection) -> None:
+    with running(database_url, "--maps", "public.users:id,name", "--interval", str(INTERVAL)) as app:
+        instance_id, pid = app.ready()
+        row = instance_row(database_url, instance_id)
+        assert row["pid"] == pid and row["deregistered_at"] is None
+        app.signal(signal.SIGTERM)
+        assert app.wait() == -signal.SIGTERM  # the default action still happens, after deregistering
+    assert instance_row(database_url, instance_id)["deregistered_at"] is not None
+
+
+def test_sigterm_chains_to_the_applications_own_handler(database_url: str) -> None:
+    with running(database_url, "--mode", "chain", "--interval", str(INTERVAL)) as app:
+        instance_id, _ = app.ready()
+        app.signal(signal.SIGTERM)
+        app.expect("APP-HANDLER")
+        assert app.wait() == 0
+    assert instance_row(database_url, instance_id)["deregistered_at"] is not None
+
+
+def test_sigkill_leaves_the_row_to_expire(database_url: str) -> None:
+    with running(database_url, "--interval", str(INTERVAL)) as app:
+        instance_id, _ = app.ready()
+        app.signal(signal.SIGKILL)
+        app.wait()
+    row = instance_row(database_url, instance_id)
+    assert row["deregistered_at"] is None
+    wait_for(lambda: instance_row(database_url, instance_id)["age"] > 3 * INTERVAL, 5, "expiry")
+
+
+def test_non_main_thread_warns_once_and_installs_no_handler(
+    database_url: str, db: psycopg.Connection
+) -> None:
+    with running(database_url, "--mode", "thread", "--interval", str(INTERVAL)) as app:
+        assert app.expect("WARNINGS") == ["WARNINGS", "1", "HANDLER", "default"]
+        instance_id, _ = app.ready()
+        assert instance_row(database_url, instance_id)["deregistered_at"] is None
+        # Without a handler, SIGTERM kills at once: the instance is left to expire.
+        app.signal(signal.SIGTERM)
+        assert app.wait() == -signal.SIGTERM
+    assert instance_row(database_url, instance_id)["deregistered_at"] is None
+
+
+def test_forked_child_registers_its_own_instance(database_url: str, db: psycopg.Connection) -> None:
+    with running(
+        database_url, "--mode", "fork", "--maps", "public.users:id,name", "--interval", str(INTERVAL)
+    ) as app:
+        parent_id, parent_pid = app.ready()
+        _, child_id, child_pid_text = app.expect("CHILD")
+        child_pid = int(child_pid_text)
+        try:
+            assert child_id != parent_id and child_pid != parent_pid
+            parent, child = instance_row(database_url, parent_id), instance_row(database_url, child_id)
+            assert (parent["pid"], child["pid"]) == (parent_pid, child_pid)
+            assert child["uses"] == parent["uses"] == {"public.users": ["id", "name"]}
+            # Both heartbeat on their own threads.
+            beat = child["last_heartbeat"]
+            wait_for(
+                lambda: instance_row(database_url, child_id)["last_heartbeat"] > beat, 5, "child heartbeat"
+            )
+            beat = parent["last_heartbeat"]
+            wait_for(
+                lambda: instance_row(database_url, parent_id)["last_heartbeat"] > beat, 5, "parent heartbeat"
+            )
+            # SIGTERM to the child deregisters the child only (handlers survive fork).
+            kill_pid(child_pid, signal.SIGTERM)
+            wait_for(
+                lambda: instance_row(database_url, child_id)["deregistered_at"] is not None, 10, "child dereg"
+            )
+            assert instance_row(database_url, parent_id)["deregistered_at"] is None
+        finally:
+            kill_pid(child_pid)
+
+
+# -- schema_ready ----------------------------------------------------------------------------
+
+
+def test_schema_ready_before_and_after_expand(
+    engine: Engine, db: psycopg.Connection, database_url: str
+) -> None:
+    metadata = users_metadata("name", "full_name")
+    assert schema_ready(engine, metadata) == ["table public.users"]
+    db.execute("CREATE TABLE users (id int PRIMARY KEY, name text)")
+    assert schema_ready(engine, metadata) == ["column public.users.full_name"]
+    assert schema_ready(database_url, metadata, uses={"audit.log": ["line"]}) == [
+        "table audit.log",
+        "column public.users.full_name",
+    ]
+    db.execute("ALTER TABLE users ADD COLUMN full_name text")
+    assert schema_ready(engine, metadata) == []
+    with engine.connect() as conn:
+        assert schema_ready(conn, metadata) == []
+
+    class Base(DeclarativeBase):
+        pass
+
+    class User(Base):
+        __tablename__ = "users"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        email: Mapped[str]
+
+    assert schema_ready(engine, Base) == ["column public.users.email"]
+
+
+def test_schema_ready_honours_schemas_and_views(engine: Engine, db: psycopg.Connection) -> None:
+    db.execute("CREATE SCHEMA app")
+    db.execute("CREATE TABLE app.users (id int PRIMARY KEY, name text)")
+    db.execute("CREATE VIEW app.user_names AS SELECT id, name FROM app.users")
+    metadata = users_metadata("name", schema="app")
+    Table("user_names", metadata, Column("id", Integer), Column("name", Text), schema="app")
+    assert schema_ready(engine, metadata) == []
+    assert schema_ready(engine, users_metadata("name")) == ["table public.users"]
