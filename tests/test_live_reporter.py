@@ -301,3 +301,31 @@ def test_schema_ready_honours_schemas_and_views(engine: Engine, db: psycopg.Conn
     Table("user_names", metadata, Column("id", Integer), Column("name", Text), schema="app")
     assert schema_ready(engine, metadata) == []
     assert schema_ready(engine, users_metadata("name")) == ["table public.users"]
+
+
+def test_a_least_privilege_application_role_can_report(
+    engine: Engine, db: psycopg.Connection, database_url: str
+) -> None:
+    """The grants docs/live.md lists are enough (no DELETE: pruning is skipped, not fatal)."""
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    from expandcontract.db import control
+
+    with engine.connect() as conn:
+        control.ensure(conn)
+    role = f"ecm_app_{uuid.uuid4().hex[:8]}"
+    db.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        db.execute(f'GRANT USAGE ON SCHEMA ecm TO "{role}"')
+        db.execute(f'GRANT SELECT ON ecm.schema_version TO "{role}"')
+        db.execute(f'GRANT SELECT, INSERT, UPDATE ON ecm.instances TO "{role}"')
+        url = make_url(normalize(database_url)).set(username=role).render_as_string(hide_password=False)
+        with LiveReporter(url, app="web", version="1", interval=INTERVAL, handle_signals=False) as reporter:
+            assert reporter.registered
+            assert rows(db)[0][0] == reporter.id
+        assert rows(db)[0][4] is True
+    finally:
+        db.execute(f'DROP OWNED BY "{role}"')
+        db.execute(f'DROP ROLE "{role}"')

@@ -188,11 +188,12 @@ class LiveReporter:
                 error=_first_line(exc),
                 retry_in=self.interval,
             )
-        if self.handle_signals:
-            self._install_signal_handler()
         _install_process_hooks()
         _running.add(self)
+        # The thread first: a SIGTERM right after the handler is installed needs it to deregister.
         self._start_thread(register_first=not self._registered)
+        if self.handle_signals:
+            self._install_signal_handler()
         return self
 
     def stop(self) -> None:
@@ -282,8 +283,8 @@ class LiveReporter:
                     interval_s=self.interval,
                     uses=self.usage,
                 )
-                if not self._control_ensured:
-                    registry.prune(conn)
+            if not self._control_ensured:
+                self._prune(conn)
         self._control_ensured = True
         self._registered = True
         self._resync = False
@@ -296,6 +297,17 @@ class LiveReporter:
             interval_s=self.interval,
             tables=len(self.usage or {}),
         )
+
+    def _prune(self, conn: Connection) -> None:
+        """Housekeeping only: an application role without DELETE must still be able to report."""
+        from . import registry
+
+        try:
+            with conn.begin():
+                self._timeouts(conn)
+                registry.prune(conn)
+        except Exception as exc:
+            log.debug("live_prune_skipped", error=_first_line(exc))
 
     def _beat(self) -> None:
         from . import registry
