@@ -37,4 +37,10 @@ class Refused(EcmError):
 
     def __init__(self, message: str, reasons: list[str] | None = None) -> None:
         super().__init__(message)
+        self.message = message
         self.reasons: list[str] = list(reasons or [])
+
+    def __str__(self) -> str:
+        # Reasons on their own lines: when a contract revision is run by plain `alembic`,
+        # this text is all the user sees, so it must carry the reasons too.
+        return "\n".join([self.message, *(f"  - {r}" for r in self.reasons)])

@@ -79,6 +79,8 @@ def register(app: typer.Typer) -> None:
         common.emit(doc)
         if not common.json_output:
             _render(common, doc)
+        else:  # held contracts are always explained on stderr, also in --json mode
+            _render_held(common, doc)
         return EXIT_REFUSED if report.held else 0
 
     @command(app, "abort")
@@ -125,10 +127,7 @@ def _render(common: Common, doc: dict[str, Any]) -> None:
         common.say(f"backfill {bf['plan_id']}: {state}" + (f", {bf['rows']} rows" if bf.get("rows") else ""))
     for c in doc["contracts"]["applied"]:
         common.say(f"contract {c['plan_id']} applied" + (" (forced)" if c.get("forced") else ""))
-    for c in doc["contracts"]["held"]:
-        common.say(f"[bold]contract {c['plan_id']} held[/]:")
-        for reason in c["reasons"]:
-            common.say(f"    - {reason}")
+    _render_held(common, doc)
     if not any(
         (
             doc["applied"],
@@ -139,3 +138,10 @@ def _render(common: Common, doc: dict[str, Any]) -> None:
         )
     ):
         common.say("nothing to do: the database is up to date")
+
+
+def _render_held(common: Common, doc: dict[str, Any]) -> None:
+    for c in doc["contracts"]["held"]:
+        common.say(f"[bold]contract {c['plan_id']} held[/] (exit 3):")
+        for reason in c["reasons"]:
+            common.say(f"    - {reason}")

@@ -127,11 +127,11 @@ def _build(cls: Any, data: Any) -> Any:
             continue
         if key in nested:
             target = nested[key]
-            if isinstance(value, list):
+            if isinstance(value, (list, tuple)):
                 value = tuple(_build(target, v) for v in value)
             else:
                 value = _build(target, value)
-        elif isinstance(value, list):
-            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        elif isinstance(value, (list, tuple)):
+            value = tuple(tuple(v) if isinstance(v, (list, tuple)) else v for v in value)
         kwargs[key] = value
     return cls(**kwargs)

@@ -308,6 +308,8 @@ class _Planner:
         for fk in self.f.foreign_keys:
             down.append(self.drop_constraint(self.s, self.f.name, self.fk_names[fk.name]))
         for ix in self.indexes:
+            if ix.constraint and ix.unique:  # the contract (since rolled back) made it a constraint
+                down.append(self.drop_constraint(self.s, self.f.name, self.index_names[ix.name]))
             down.append(self.drop_index(self.index_names[ix.name]))
         down += self.drop_trigger_steps()
         down.append(

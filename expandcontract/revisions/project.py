@@ -95,9 +95,9 @@ def load(ini: Path) -> Project:
         location = location.replace("%(here)s", str(ini.parent.resolve()))
         contracts = Path(location)
         if not contracts.is_absolute():
-            contracts = ini.parent / contracts
+            contracts = ini.parent.resolve() / contracts
     else:
-        contracts = ini.parent / "contracts"
+        contracts = ini.parent.resolve() / "contracts"
     return Project(ini=ini, config=config, contracts_dir=contracts)
 
 

@@ -216,6 +216,10 @@ def _backfills(engine: Engine, report: Report, *, dry_run: bool, progress: bool 
         entry["verified"] = bool(checked.ok)
         if not checked.ok:
             entry["mismatches"] = [str(k) for k in list(checked.mismatches)[:10]]
+        elif row["phase"] in ("expanded", "backfilling"):
+            with engine.connect() as conn:
+                ledger.set_phase(conn, row["plan_id"], "backfilled")
+                conn.commit()
         report.backfills.append(entry)
 
 
