@@ -63,7 +63,9 @@ def register(app: typer.Typer) -> None:
         from ..urls import normalize
 
         if sql:
-            sys.stdout.write(runner.offline_sql(project, engine, normalize(url), phase))
+            from ..revisions.offline_script import offline_sql
+
+            sys.stdout.write(offline_sql(project, engine, normalize(url), phase))
             return 0
         force = {p: (reason or "").strip() for p in (force_contract or [])}
         report = runner.upgrade(

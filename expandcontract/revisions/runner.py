@@ -8,7 +8,6 @@ blocks another plan's.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -288,60 +287,3 @@ def _contracts(
         finally:
             ccfg.attributes.pop("connection", None)
         report.contracts_applied.append({**info, "forced": forced})
-
-
-def offline_sql(project: Project, engine: Engine, url: str, phase: str) -> str:
-    """Every pending step through ``phase`` as one psql script; changes nothing."""
-    from alembic import command
-    from alembic.operations import Operations
-    from alembic.runtime.migration import MigrationContext
-
-    from ..db import control
-    from ..sql.quoting import literal, q
-
-    if phase not in PHASE_ORDER:
-        raise BadInput(f"--phase must be one of {', '.join(PHASE_ORDER)}, not {phase!r}")
-    cfg = _app_config(project, url)
-    out = io.StringIO()
-    out.write("-- expandcontract: pending steps through phase " + phase + "\n")
-    out.write("-- run with: psql -v ON_ERROR_STOP=1 -f this.sql (not inside a transaction block)\n")
-    with engine.connect() as conn:
-        control_version = control.current_revision(conn)
-        app_current = current_heads(conn)
-        contracts = pending_contracts(project, conn) if phase == "contract" and control_version else []
-        if phase == "contract" and not control_version:
-            contracts = (
-                list(reversed(list(project.contract_script().walk_revisions())))
-                if project.contract_script()
-                else []
-            )
-        conn.rollback()
-    if control_version is None:
-        out.write(control.offline_sql())
-    if len(app_current) > 1:
-        raise BadInput("the database has several Alembic heads; --sql needs a single starting revision")
-    start = app_current[0] if app_current else None
-    cfg.output_buffer = out
-    script = project.script()
-    if script.get_heads() and pending_revisions(script, app_current):
-        with env(ECM_BACKFILL="defer" if phase == "expand" else "inline"):
-            command.upgrade(cfg, f"{start}:heads" if start else "heads", sql=True)
-    if contracts:
-        s = q(control_schema())
-        out.write(
-            f"\nCREATE TABLE IF NOT EXISTS {s}.{q(CONTRACT_VERSION_TABLE)} "
-            f"(version_num varchar(32) NOT NULL, CONSTRAINT contract_version_pkc PRIMARY KEY (version_num));\n"
-        )
-        for rev in contracts:
-            ctx = MigrationContext.configure(
-                dialect_name="postgresql",
-                opts={"as_sql": True, "output_buffer": out, "transactional_ddl": True, "literal_binds": True},
-            )
-            out.write("BEGIN;\n")
-            with Operations.context(ctx):
-                rev.module.upgrade()
-            out.write(
-                f"INSERT INTO {s}.{q(CONTRACT_VERSION_TABLE)} (version_num) VALUES ({literal(rev.revision)});\n"
-            )
-            out.write("COMMIT;\n")
-    return out.getvalue()
