@@ -38,7 +38,7 @@ import structlog
 
 from ..errors import BadInput, OperationalError
 from ..settings import control_schema
-from ..sql.quoting import qualified
+from ..sql.quoting import literal, qualified
 from .health import AllProbes, DatabaseProbe, HealthProbe, ProbeContext
 from .keys import Key, KeyRanges, PageRanges
 from .progress import Reporter
@@ -813,11 +813,22 @@ def _complete(conn: psycopg.Connection[Any], plan_id: str) -> None:
 
 
 def _ensure_control(engine: Engine) -> None:
+    """Create the control schema if this database has never seen ecm.
+
+    When the tables the engine needs exist, Alembic is not even imported: a backfill job
+    that starts often (one per pod) should not pay for the migration machinery.
+    """
     from ..db import control
     from ..db.engine import connect
 
     with connect(engine) as sa_conn:
-        control.ensure(sa_conn)
+        names = [_control(t) for t in ("plans", "backfill_checkpoints", "ledger")]
+        found = sa_conn.exec_driver_sql(
+            "SELECT " + ", ".join(f"to_regclass({literal(n)})" for n in names)
+        ).one()
+        sa_conn.rollback()
+        if any(v is None for v in found):
+            control.ensure(sa_conn)
 
 
 def _ledger_start(
