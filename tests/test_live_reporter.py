@@ -209,6 +209,13 @@ def test_sigterm_chains_to_the_applications_own_handler(database_url: str) -> No
     assert instance_row(database_url, instance_id)["deregistered_at"] is not None
 
 
+def test_interpreter_exit_deregisters(database_url: str) -> None:
+    with running(database_url, "--interval", str(INTERVAL), "--exit-after", "0.3") as app:
+        instance_id, _ = app.ready()
+        assert app.wait() == 0
+    assert instance_row(database_url, instance_id)["deregistered_at"] is not None
+
+
 def test_sigkill_leaves_the_row_to_expire(database_url: str) -> None:
     with running(database_url, "--interval", str(INTERVAL)) as app:
         instance_id, _ = app.ready()

@@ -58,6 +58,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.2)
     parser.add_argument("--mode", choices=["main", "thread", "fork", "chain"], default="main")
     parser.add_argument("--no-signals", action="store_true")
+    parser.add_argument(
+        "--exit-after", type=float, default=None, help="return from main, never calling stop()"
+    )
     args = parser.parse_args()
 
     # The application, not the library, configures logging: ours goes to stderr.
@@ -114,6 +117,9 @@ def main() -> None:
             say(f"CHILD {reporter.id} {os.getpid()}")
             while True:
                 time.sleep(3600)
+    if args.exit_after is not None:
+        time.sleep(args.exit_after)
+        return  # interpreter exit: the reporter's atexit hook deregisters
     while True:
         time.sleep(3600)
 
