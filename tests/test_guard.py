@@ -385,3 +385,20 @@ def test_fail_closed_when_the_connection_dies(initialized: Engine, db: psycopg.C
         d = check_contract(conn, removes=REMOVES, allow_no_reporters=True)
     assert not d.allowed and d.unknown
     assert d.reasons[0].startswith("cannot read the database clock:"), d.reasons
+
+
+def test_works_on_an_autocommit_connection_like_alembics_autocommit_block(
+    initialized: Engine, db: psycopg.Connection
+) -> None:
+    add_instance(db, uses={"public.users": ["name"]})
+    with initialized.connect() as plain:
+        conn = plain.execution_options(isolation_level="AUTOCOMMIT")
+        conn.execute(text("SELECT 1"))  # SQLAlchemy autobegins; the database is in autocommit
+        assert conn.in_transaction()
+        d = check_contract(conn, removes=REMOVES)
+        assert not d.allowed and not d.unknown, d.reasons
+        assert conn.in_transaction()  # the caller's (SQLAlchemy-level) transaction is untouched
+        db.execute("ALTER TABLE ecm.instances RENAME COLUMN uses TO used")
+        d = check_contract(conn, removes=REMOVES)
+        assert d.unknown and "cannot read the live-instance registry" in d.reasons[0]
+        assert conn.execute(text("SELECT 1")).scalar() == 1

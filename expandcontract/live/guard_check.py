@@ -66,6 +66,12 @@ def _read(conn: Connection, ttl: float | None) -> list[Instance] | str:
         return f"cannot read the live-instance registry {schema}.{registry.TABLE}: {_first_line(exc)}"
 
 
+def _autocommit(conn: Connection) -> bool:
+    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return True
+    return bool(getattr(conn.connection.dbapi_connection, "autocommit", False))
+
+
 def check_contract(
     conn: Connection,
     *,
@@ -88,7 +94,10 @@ def check_contract(
     outer = conn.in_transaction()
     instances: list[Instance] | str
     try:
-        savepoint = conn.begin_nested() if outer else None
+        # In autocommit mode (Alembic's autocommit_block) there is no transaction to protect,
+        # and SAVEPOINT would fail; the caller's SQLAlchemy-level transaction is left alone.
+        autocommit = _autocommit(conn)
+        savepoint = conn.begin_nested() if outer and not autocommit else None
     except Exception as exc:
         return refuse_unknown(f"cannot read the live-instance registry: {_first_line(exc)}")
     try:
@@ -97,7 +106,7 @@ def check_contract(
         try:
             if savepoint is not None:
                 savepoint.rollback()
-            else:
+            elif not outer:
                 conn.rollback()
         except Exception as exc:  # the read already failed or the connection died: stay closed
             instances = f"cannot read the live-instance registry: {_first_line(exc)}"
