@@ -347,3 +347,12 @@ def test_unknown_plan_is_bad_input(db: psycopg.Connection[Any], database_url: st
         assert result.stderr.strip().splitlines() == [
             "ecm: error: unknown plan 'nope' (see `ecm status` for the plans this database knows)"
         ]
+
+
+def test_progress_bar_when_asked(
+    db: psycopg.Connection[Any], database_url: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = make_table(db, database_url, "pk", rows=5000)
+    run_backfill(engine, spec, BackfillOptions(sleep_ms=5, max_batch=1000), progress=True)
+    err = capsys.readouterr().err
+    assert "backfill p1" in err and "5,000/5,000 rows" in err and "rows/s" in err and "ETA" in err

@@ -70,9 +70,12 @@ class KeyRanges:
 
     def bound_sql(self, lo: bool, hi: bool) -> str:
         """The last key of the next batch of %(off)s + 1 rows, or no row when fewer remain."""
+        # The cast to text happens after LIMIT, not for every key the OFFSET skips.
+        inner = ", ".join(f"{c} AS _ecm_k{i}" for i, c in enumerate(self.columns))
+        outer = ", ".join(f"_ecm_k{i}::text" for i in range(len(self.columns)))
         return (
-            f"SELECT {self.as_text} FROM {self.table} WHERE {self.predicate(lo, hi)} "
-            f"ORDER BY {self.order} OFFSET %(off)s LIMIT 1"
+            f"SELECT {outer} FROM (SELECT {inner} FROM {self.table} WHERE {self.predicate(lo, hi)} "
+            f"ORDER BY {self.order} OFFSET %(off)s LIMIT 1) _ecm_b"
         )
 
     def count_sql(self, lo: bool, hi: bool) -> str:
