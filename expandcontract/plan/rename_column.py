@@ -139,7 +139,13 @@ class _Planner:
                 trig.drop_trigger_sql(self.s, self.f.name, self.trigger),
                 lock="ACCESS EXCLUSIVE, brief",
             ),
-            Step("drop sync function", "ddl", trig.drop_function_sql(self.s, self.function), lock="none"),
+            Step(
+                "drop sync function",
+                "ddl",
+                trig.drop_function_sql(self.s, self.function),
+                lock="none",
+                squawk_ignore=(("ban-drop-function", "the plan's own sync function, no longer needed"),),
+            ),
         ]
 
     def index_step(self, ix: IndexFact, name: str, definition: str) -> Step:
@@ -340,6 +346,12 @@ class _Planner:
             "ddl",
             f"ALTER TABLE {qualified(schema, table)} DROP CONSTRAINT IF EXISTS {q(name)}",
             lock="ACCESS EXCLUSIVE, brief",
+            squawk_ignore=(
+                (
+                    "ban-drop-constraint",
+                    "the plan's deliberate drop: its own helper, or a constraint on the retired column",
+                ),
+            ),
         )
 
     def drop_index(self, name: str) -> Step:

@@ -1,10 +1,18 @@
 """Offline rendering: a phase's steps as SQL that ``psql -v ON_ERROR_STOP=1`` runs.
 
-Used when Alembic runs with ``--sql``. Steps that cannot run in a transaction block
-(CONCURRENTLY, the backfill procedure's COMMITs) go inside Alembic's
-``autocommit_block()``, which writes COMMIT/BEGIN around them. Retries cannot be
-expressed in a script; a failed statement stops psql and the script can be fixed and
-resumed by hand, or the phase run live with ``ecm upgrade``.
+Used when Alembic runs with ``--sql`` (``ecm upgrade --sql`` or plain ``alembic upgrade
+--sql``). The script keeps the live runner's shape instead of Alembic's "one transaction
+per migration": every step is its own short transaction with the same timeouts, and
+CONCURRENTLY steps and the backfill's ``CALL`` run outside any transaction block.
+
+Retries cannot be expressed in a script, so every step is made safe to run twice instead:
+statements carry IF [NOT] EXISTS, a step with a ``skip_if`` probe runs under a psql
+``\\if`` on that probe, and an index build left INVALID by an interrupted run is dropped
+before it is built again. A failed script can therefore be fixed and simply run again
+(or regenerated with ``ecm upgrade --sql``, which starts from the database's state).
+
+Text goes out through ``static_output``: ``op.execute`` would hand the SQL to
+SQLAlchemy's ``text()``, which reads ``:name`` inside it as bind parameters.
 """
 
 from __future__ import annotations
@@ -16,12 +24,19 @@ from typing import Any
 from ..plan.model import Step
 from ..settings import control_schema, get
 from ..sql.quoting import literal, q, qualified
+from ..sql.rewrite import has_keyword
+
+#: The psql variable the ``\\if`` guards read; set by ``\\gset`` right before each use.
+GUARD_VARIABLE = "ecm_run"
 
 
-def _out(text: str) -> None:
-    from alembic import op
-
-    op.get_context().impl.static_output(text.rstrip().rstrip(";") + ";\n")
+def terminated(sql: str) -> str:
+    """One statement with exactly one ``;``, never swallowed by a trailing ``--`` comment."""
+    body = sql.strip()
+    while body.endswith(";"):
+        body = body[:-1].rstrip()
+    last_line = body.rsplit("\n", 1)[-1]
+    return body + ("\n;" if "--" in last_line else ";")
 
 
 def statement(step: Step) -> str:
@@ -30,92 +45,159 @@ def statement(step: Step) -> str:
     for rule, reason in step.squawk_ignore:
         lines.append(f"-- ecm: {reason}")
         lines.append(f"-- squawk-ignore {rule}")
-    return "\n".join(lines) + "\n" + step.sql
+    return "\n".join(lines) + "\n" + terminated(step.sql)
 
 
-def _timeouts(concurrent: bool) -> None:
-    _out(f"SET lock_timeout = {literal('0' if concurrent else get('ECM_LOCK_TIMEOUT'))}")
-    _out(f"SET statement_timeout = {literal('0' if concurrent else get('ECM_STATEMENT_TIMEOUT'))}")
+def session_timeouts(lock_timeout: str, statement_timeout: str) -> str:
+    """Session-level SET (not set_config): squawk only recognizes SET as a timeout setting."""
+    return (
+        f"SET lock_timeout = {literal(lock_timeout)};\nSET statement_timeout = {literal(statement_timeout)};"
+    )
+
+
+def ddl_timeouts() -> str:
+    return session_timeouts(get("ECM_LOCK_TIMEOUT"), get("ECM_STATEMENT_TIMEOUT"))
+
+
+def reset_timeouts() -> str:
+    return "RESET lock_timeout;\nRESET statement_timeout;"
+
+
+def psql_if(condition_sql: str, body: str) -> str:
+    """Run ``body`` only when the boolean query says so; psql evaluates it, the script stays plain SQL."""
+    return (
+        f"SELECT ({condition_sql.strip().rstrip(';')}) AS {GUARD_VARIABLE} \\gset\n"
+        f"\\if :{GUARD_VARIABLE}\n{body}\n\\endif"
+    )
+
+
+def outside_transaction(step: Step) -> bool:
+    """CONCURRENTLY cannot run in a transaction block; every other step gets one of its own."""
+    return step.kind == "concurrent" and has_keyword(step.sql, "concurrently")
+
+
+def render_step(step: Step) -> str:
+    if step.kind == "concurrent":
+        # Like the live executor: no timeouts while a build or validation waits and scans
+        # (it blocks no reads or writes), then back to the short-DDL timeouts.
+        parts = [session_timeouts("0", "0")]
+        if step.index:
+            parts.append(
+                psql_if(
+                    "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = "
+                    f"to_regclass({literal(step.index)}) AND NOT indisvalid)",
+                    f"-- an interrupted build left {step.index} INVALID: drop it and build it again\n"
+                    f"DROP INDEX CONCURRENTLY IF EXISTS {step.index};",
+                )
+            )
+        body = statement(step)
+        parts.append(body if outside_transaction(step) else f"BEGIN;\n{body}\nCOMMIT;")
+        parts.append(ddl_timeouts())
+        return "\n".join(parts)
+    body = f"BEGIN;\n{statement(step)}\nCOMMIT;"
+    if step.skip_if:
+        return psql_if(f"NOT ({step.skip_if.strip().rstrip(';')})", body)
+    return body
+
+
+def render_phase(
+    plan: dict[str, Any], phase: str, direction: str, steps: Sequence[Step], *, revision: str
+) -> str:
+    """Every step of one phase, starting and ending outside any transaction block."""
+    label = phase if direction == "upgrade" else f"{phase}-downgrade"
+    chunks = [f"-- ecm {label} of plan {plan['plan_id']} (revision {revision})", ddl_timeouts()]
+    for step in steps:
+        if step.kind == "guard":
+            chunks.append(
+                f"-- step: {step.name}\n"
+                + terminated(guard_sql(plan, contract=_is_contract(phase, direction)))
+            )
+        elif step.kind == "backfill":
+            chunks.append(_backfill_sql(plan, reverse=direction == "downgrade"))
+        else:
+            chunks.append(render_step(step))
+    chunks.append(reset_timeouts())
+    return "\n\n".join(chunks)
+
+
+def _is_contract(phase: str, direction: str) -> bool:
+    return phase == "contract" and direction == "upgrade"
+
+
+def _backfill_sql(plan: dict[str, Any], *, reverse: bool) -> str:
+    if not reverse and get("ECM_BACKFILL").lower() == "defer":
+        return (
+            "-- step: backfill deferred (ECM_BACKFILL=defer): run it later with `ecm backfill`\n"
+            + terminated(_pending_sql(plan["plan_id"]))
+        )
+    return backfill_sql(plan["reverse_backfill" if reverse else "backfill"]) + "\n" + ddl_timeouts()
+
+
+def backfill_sql(spec_json: dict[str, Any]) -> str:
+    """The backfill procedure and its CALL, outside any transaction block (it commits per batch)."""
+    from ..backfill.offline import procedure_sql
+    from ..backfill.spec import BackfillSpec
+
+    spec = BackfillSpec.from_json(spec_json)
+    return f"-- step: backfill {spec.plan_id}\n" + procedure_sql(spec, schema=control_schema()).strip()
 
 
 def emit_phase(
     plan: dict[str, Any], phase: str, direction: str, steps: Sequence[Step], *, revision: str
 ) -> None:
+    """What a generated revision writes in ``--sql`` mode.
+
+    Alembic holds a transaction open around each migration when DDL is transactional;
+    ``autocommit_block`` closes it (COMMIT) before the steps and reopens it (BEGIN) after,
+    so the ledger rows below commit together with Alembic's version bump.
+    """
     from alembic import op
 
     ctx = op.get_context()
+    text = render_phase(plan, phase, direction, steps, revision=revision)
+    with ctx.autocommit_block():
+        ctx.impl.static_output(text)
     label = phase if direction == "upgrade" else f"{phase}-downgrade"
-    ctx.impl.static_output(f"\n-- ecm {label} of plan {plan['plan_id']} (revision {revision})\n")
-    _timeouts(False)
-    for step in steps:
-        if step.kind == "concurrent":
-            with ctx.autocommit_block():
-                _timeouts(True)
-                _out(statement(step))
-                _timeouts(False)
-        elif step.kind == "guard":
-            _out(guard_sql(plan, contract=(phase == "contract" and direction == "upgrade")))
-        elif step.kind == "backfill":
-            reverse = direction == "downgrade"
-            if not reverse and get("ECM_BACKFILL").lower() == "defer":
-                _out(_status_sql(plan["plan_id"], "pending"))
-                continue
-            from ..backfill.offline import procedure_sql
-            from ..backfill.spec import BackfillSpec
-
-            spec = BackfillSpec.from_json(plan["reverse_backfill" if reverse else "backfill"])
-            with ctx.autocommit_block():
-                _timeouts(True)
-                for sql in _split_procedure(procedure_sql(spec, schema=control_schema())):
-                    _out(sql)
-                _timeouts(False)
-        else:
-            _out(statement(step))
-    for sql in ledger_sql(plan, label, revision):
-        _out(sql)
-    _out("RESET lock_timeout")
-    _out("RESET statement_timeout")
+    ctx.impl.static_output("\n".join(ledger_sql(plan, label, revision)))
 
 
-def _split_procedure(sql: str) -> list[str]:
-    """procedure_sql returns CREATE PROCEDURE ...; CALL ...; as one text: emit them separately."""
-    parts: list[str] = []
-    current: list[str] = []
-    in_dollar = False
-    for line in sql.splitlines():
-        current.append(line)
-        in_dollar ^= line.count("$$") % 2 == 1 or (line.count("$ecm") % 2 == 1)
-        if not in_dollar and line.rstrip().endswith(";"):
-            parts.append("\n".join(current))
-            current = []
-    if "".join(current).strip():
-        parts.append("\n".join(current))
-    return parts
-
-
-def _status_sql(plan_id: str, status: str) -> str:
+def _pending_sql(plan_id: str) -> str:
     return (
-        f"UPDATE {q(control_schema())}.plans SET backfill_status = {literal(status)}, updated_at = now() "
-        f"WHERE plan_id = {literal(plan_id)}"
+        f"UPDATE {q(control_schema())}.plans SET backfill_status = 'pending', updated_at = now() "
+        f"WHERE plan_id = {literal(plan_id)} AND backfill_status <> 'complete'"
     )
 
 
 def ledger_sql(plan: dict[str, Any], label: str, revision: str) -> list[str]:
+    """The plan row and a ledger entry, as the live runner records them after a phase."""
     from .runtime import PHASE_STATE, _ledger_spec
 
     s = q(control_schema())
     phase, _, down = label.partition("-")
-    state = PHASE_STATE[(phase, "downgrade" if down else "upgrade")]
+    state = literal(PHASE_STATE[(phase, "downgrade" if down else "upgrade")])
+    if (phase, down) == ("backfill", ""):
+        # Live, a backfill phase that did not complete (deferred) leaves the plan expanded.
+        state = (
+            f"CASE WHEN (SELECT backfill_status FROM {s}.plans WHERE plan_id = {literal(plan['plan_id'])}) "
+            "= 'complete' THEN 'backfilled' ELSE 'expanded' END"
+        )
     spec = json.dumps(_ledger_spec(plan), default=str)
+    detail: dict[str, Any] = {"offline": True}
+    if phase == "contract" and not down and allow_no_reporters():
+        detail["allow_no_reporters"] = True
     return [
         f"INSERT INTO {s}.plans (plan_id, operation, table_schema, table_name, spec, phase) VALUES "
         f"({literal(plan['plan_id'])}, {literal(plan['operation'])}, {literal(plan['schema'])}, "
-        f"{literal(plan['table'])}, {literal(spec)}::jsonb, {literal(state)}) "
-        f"ON CONFLICT (plan_id) DO UPDATE SET phase = EXCLUDED.phase, spec = EXCLUDED.spec, updated_at = now()",
+        f"{literal(plan['table'])}, {literal(spec)}::jsonb, {state}) "
+        "ON CONFLICT (plan_id) DO UPDATE SET phase = EXCLUDED.phase, spec = EXCLUDED.spec, updated_at = now();",
         f"INSERT INTO {s}.ledger (plan_id, revision, phase, step, finished_at, outcome, detail) VALUES "
         f"({literal(plan['plan_id'])}, {literal(revision)}, {literal(label)}, 'offline script', now(), 'ok', "
-        f"'{{\"offline\": true}}'::jsonb)",
+        f"{literal(json.dumps(detail))}::jsonb);",
     ]
+
+
+def allow_no_reporters() -> bool:
+    return get("ECM_ALLOW_NO_REPORTERS").lower() in ("1", "true", "yes", "on")
 
 
 def guard_sql(plan: dict[str, Any], *, contract: bool) -> str:
@@ -124,14 +206,20 @@ def guard_sql(plan: dict[str, Any], *, contract: bool) -> str:
     ttl = get("ECM_LIVE_TTL")
     ttl_sql = f"make_interval(secs => {float(ttl)})" if ttl else "make_interval(secs => 3 * i.interval_s)"
     removes: dict[str, list[str]] = plan["removes"] if contract else plan["adds"]
-    allow_no_reporters = get("ECM_ALLOW_NO_REPORTERS").lower() in ("1", "true", "yes", "on")
+    what = literal("contract" if contract else "rollback of expand")
+    plan_id = literal(plan["plan_id"])
     checks: list[str] = []
     if contract:
         bf = plan["backfill"]
         checks.append(
+            f"    SELECT backfill_status INTO status FROM {s}.plans WHERE plan_id = {plan_id};\n"
+            "    IF status IS DISTINCT FROM 'complete' THEN\n"
+            "        RAISE EXCEPTION 'ecm: contract % refused: its backfill is %, not complete; run `ecm backfill %`',\n"
+            f"            {plan_id}, COALESCE(status, 'not recorded'), {plan_id};\n"
+            "    END IF;\n"
             f"    IF EXISTS (SELECT 1 FROM {qualified(bf['schema'], bf['table'])} WHERE {bf['mismatch_sql']} LIMIT 1) THEN\n"
-            f"        RAISE EXCEPTION 'ecm: contract % refused: rows of % are out of step; run the backfill first',\n"
-            f"            {literal(plan['plan_id'])}, {literal(bf['schema'] + '.' + bf['table'])};\n"
+            "        RAISE EXCEPTION 'ecm: contract % refused: rows of % are out of step; run the backfill first',\n"
+            f"            {plan_id}, {literal(bf['schema'] + '.' + bf['table'])};\n"
             "    END IF;"
         )
     for table, columns in removes.items():
@@ -146,17 +234,18 @@ def guard_sql(plan: dict[str, Any], *, contract: bool) -> str:
             f"     WHERE i.deregistered_at IS NULL AND now() - i.last_heartbeat <= {ttl_sql}\n"
             f"       AND c.col IN ({cols});\n"
             "    IF live IS NOT NULL THEN\n"
-            f"        RAISE EXCEPTION 'ecm: % of % refused: %', {literal('contract' if contract else 'rollback of expand')}, "
-            f"{literal(plan['plan_id'])}, live;\n"
+            f"        RAISE EXCEPTION 'ecm: % of % refused: %', {what}, {plan_id}, live;\n"
             "    END IF;"
         )
-    if not allow_no_reporters:
+    if not allow_no_reporters():
         checks.append(
-            f"    IF NOT EXISTS (SELECT 1 FROM {s}.instances i WHERE now() - i.last_heartbeat <= {ttl_sql}) THEN\n"
+            # Same evidence as the live guard: a heartbeat, or a clean deregistration, within the TTL.
+            f"    IF NOT EXISTS (SELECT 1 FROM {s}.instances i\n"
+            f"                   WHERE now() - COALESCE(i.deregistered_at, i.last_heartbeat) <= {ttl_sql}) THEN\n"
             "        RAISE EXCEPTION 'ecm: % of % refused: no application instance has reported recently, so "
             "nothing proves old code is gone (regenerate with ECM_ALLOW_NO_REPORTERS=1 to accept)', "
-            f"{literal('contract' if contract else 'rollback of expand')}, {literal(plan['plan_id'])};\n"
+            f"{what}, {plan_id};\n"
             "    END IF;"
         )
-    body = "\n".join(checks)
-    return f"DO $ecm_guard$\nDECLARE\n    live text;\nBEGIN\n{body}\nEND\n$ecm_guard$"
+    body = "\n".join(checks) or "    NULL;"
+    return f"DO $ecm_guard$\nDECLARE\n    live text;\n    status text;\nBEGIN\n{body}\nEND\n$ecm_guard$"

@@ -13,7 +13,8 @@ from .quoting import q
 
 _TOKEN = re.compile(
     r"""
-    (?P<string>(?:[eEbBxXuU]&?)?'(?:[^']|'')*')
+    (?P<comment>--[^\n]*|/\*.*?\*/)
+  | (?P<string>(?:[eEbBxXuU]&?)?'(?:[^']|'')*')
   | (?P<quoted>"(?:[^"]|"")+")
   | (?P<dollar>\$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$)
   | (?P<word>[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_$\u0080-\U0010ffff]*)
@@ -31,6 +32,17 @@ def tokens(sql: str) -> list[tuple[str, str]]:
     return [(m.lastgroup or "op", m.group()) for m in _TOKEN.finditer(sql) if m.lastgroup != "tag"]
 
 
+def has_keyword(sql: str, keyword: str) -> bool:
+    """Whether ``keyword`` appears as a bare word, not inside a string, a quoted name or a comment.
+
+    The offline script must know whether a step may run inside a transaction block
+    (``CONCURRENTLY`` may not); a substring test would be fooled by a column or a
+    string literal that happens to contain the word.
+    """
+    wanted = keyword.lower()
+    return any(kind == "word" and text.lower() == wanted for kind, text in tokens(sql))
+
+
 def identifier_value(kind: str, text: str) -> str | None:
     if kind == "quoted":
         return text[1:-1].replace('""', '"')
@@ -43,7 +55,7 @@ def rewrite_column(expr: str, old: str, new: str) -> str:
     """Replace references to column ``old`` with ``new`` in an expression."""
     toks = tokens(expr)
     out: list[str] = []
-    significant = [i for i, (k, _) in enumerate(toks) if k != "space"]
+    significant = [i for i, (k, _) in enumerate(toks) if k not in ("space", "comment")]
     position = {idx: n for n, idx in enumerate(significant)}
     for i, (kind, text) in enumerate(toks):
         value = identifier_value(kind, text)
