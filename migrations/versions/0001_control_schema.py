@@ -65,12 +65,12 @@ def upgrade(control_schema: str) -> None:
         f"""
         CREATE TABLE IF NOT EXISTS {s}.backfill_checkpoints (
             plan_id text NOT NULL,
-            chunk integer NOT NULL DEFAULT 0,
+            chunk bigint NOT NULL DEFAULT 0,
             lo_key jsonb,
             hi_key jsonb,
             last_key jsonb,
             rows_done bigint NOT NULL DEFAULT 0,
-            batch_size integer NOT NULL DEFAULT 0,
+            batch_size bigint NOT NULL DEFAULT 0,
             worker text,
             lease_expires_at timestamptz,
             started_at timestamptz NOT NULL DEFAULT now(),
@@ -88,7 +88,7 @@ def upgrade(control_schema: str) -> None:
             app text NOT NULL,
             version text NOT NULL,
             host text NOT NULL,
-            pid integer NOT NULL,
+            pid bigint NOT NULL,
             started_at timestamptz NOT NULL DEFAULT now(),
             last_heartbeat timestamptz NOT NULL DEFAULT now(),
             interval_s double precision NOT NULL DEFAULT 10,
