@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.sessions = ["tests", "lint"]
@@ -13,7 +15,10 @@ nox.options.default_venv_backend = "venv"
 def tests(session: nox.Session) -> None:
     """pytest against a real PostgreSQL: ECM_TEST_DATABASE_URL, else the embedded server."""
     session.install("-e", ".[dev,embedded]")
-    session.run("pytest", *session.posargs)
+    # Tests mostly wait on PostgreSQL and on `ecm` subprocesses, so three workers on two
+    # cores nearly halve the run; each worker gets its own embedded server when needed.
+    workers = os.environ.get("ECM_TEST_WORKERS", "3")
+    session.run("pytest", "-n", workers, *session.posargs)
 
 
 @nox.session
