@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .commands import backfill, control, live, plan, upgrade
+from .commands import backfill, control, demo, live, plan, upgrade
 
 EPILOG = (
     "Exit codes: 0 success; 1 operational failure (database unreachable, DDL failed); "
@@ -54,6 +54,7 @@ plan.register(app)
 upgrade.register(app)
 backfill.register(app)
 live.register(app)
+demo.register(app)
 
 
 def _usage_error_types() -> tuple[type[BaseException], ...]:
