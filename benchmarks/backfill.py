@@ -227,6 +227,31 @@ def run_ecm(url: str, db: psycopg.Connection[Any], plan: str, rows: int, *args: 
     }
 
 
+def render(doc: dict[str, Any]) -> str:
+    """The results table (markdown), from a results document."""
+    lines = [
+        f"backfill of {doc['rows']:,} rows, PostgreSQL {doc['server_version']}, {doc['cpus']} CPUs, "
+        f"{doc['clients']} workload clients",
+        "",
+        "| approach | seconds | rows/s | vs limit | vs peer | wall s | p50 ms | p99 ms | max ms | errors | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def f(v: Any, spec: str = "") -> str:
+        return "-" if v is None else format(v, spec)
+
+    for name, r in doc["results"].items():
+        w = r["workload"]
+        lines.append(
+            f"| {name} | {f(r.get('seconds'), '.2f')} | {f(r.get('rows_per_s'), ',')} | {f(r.get('vs_limit'), '.2f')} "
+            f"| {f(r.get('vs_peer'), '.2f')} | {f(r.get('wall_seconds'), '.2f')} | {f(w['p50_ms'])} | {f(w['p99_ms'])} "
+            f"| {f(w['max_ms'])} | {w['errors']} | {f(r.get('peak_rss_mb'))} |"
+        )
+    lines.append("")
+    lines += [f"- target {k}: {'met' if ok else 'MISSED'}" for k, ok in doc["targets"].items()]
+    return "\n".join(lines)
+
+
 SCENARIOS = ["limit", "peer_fixed_1000", "ecm_trigger_fires", "ecm_default", "ecm_workers2"]
 
 
@@ -247,7 +272,11 @@ def main() -> int:
     parser.add_argument(
         "--out", default=None, help="JSON output (default benchmarks/results/backfill-<rows>.json)"
     )
+    parser.add_argument("--show", metavar="JSON", help="Print the table of an earlier run and exit.")
     args = parser.parse_args()
+    if args.show:
+        print(render(json.loads(Path(args.show).read_text())))
+        return 0
     out_path = Path(args.out or ROOT / "benchmarks" / "results" / f"backfill-{args.rows}.json")
     scenarios = [s for s in args.scenarios.split(",") if s]
 
@@ -323,22 +352,6 @@ def main() -> int:
             "peak_rss<200MB": max(r.get("peak_rss_mb") or 0 for r in results.values()) < 200,
         }
 
-    print()
-    header = f"{'approach':<19} {'seconds':>8} {'rows/s':>9} {'vs limit':>8} {'vs peer':>8} {'p50 ms':>7} {'p99 ms':>8} {'errors':>6} {'RSS MB':>7}"
-    print(f"backfill of {args.rows:,} rows, PostgreSQL {server[0] if server else '?'}, {os.cpu_count()} CPUs")
-    print(header)
-    print("-" * len(header))
-    for name, r in results.items():
-        w = r["workload"]
-        print(
-            f"{name:<19} {r.get('seconds', 0):>8.2f} {r.get('rows_per_s') or 0:>9,} "
-            f"{(r.get('vs_limit') or 0):>8.2f} {(r.get('vs_peer') or 0):>8.2f} "
-            f"{w['p50_ms'] if w['p50_ms'] is not None else '-':>7} {w['p99_ms'] if w['p99_ms'] is not None else '-':>8} "
-            f"{w['errors']:>6} {r.get('peak_rss_mb') or '-':>7}"
-        )
-    for k, ok in targets.items():
-        print(f"target {k}: {'met' if ok else 'MISSED'}")
-
     doc = {
         "rows": args.rows,
         "server_version": server[0] if server else None,
@@ -351,6 +364,7 @@ def main() -> int:
         "targets": targets,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
+    print(render(doc))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {out_path}", file=sys.stderr)

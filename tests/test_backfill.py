@@ -356,3 +356,37 @@ def test_progress_bar_when_asked(
     run_backfill(engine, spec, BackfillOptions(sleep_ms=5, max_batch=1000), progress=True)
     err = capsys.readouterr().err
     assert "backfill p1" in err and "5,000/5,000 rows" in err and "rows/s" in err and "ETA" in err
+
+
+def test_cli_probe_option_pauses_and_logs_why(db: psycopg.Connection[Any], database_url: str) -> None:
+    make_table(db, database_url, "pk", rows=2000)
+    result = run_ecm(
+        "backfill",
+        "p1",
+        "--database-url",
+        database_url,
+        "--probe",
+        "tests.test_backfill:TripTwice",
+        "--pause",
+        "0.05",
+    )
+    assert result.returncode == 0, result.stderr
+    paused = [e for e in events(result.stderr) if e.get("event") == "backfill_paused"]
+    assert paused and paused[0]["reason"] == "maintenance window (test probe)"
+    assert out_of_step(db) == 0
+    bad = run_ecm("backfill", "p1", "--database-url", database_url, "--probe", "no_such_module:probe")
+    assert bad.returncode == 2 and "cannot load health probe" in bad.stderr
+
+
+def test_batch_size_grows_slowly_and_shrinks_fast() -> None:
+    from expandcontract.backfill.engine import BatchSizer
+
+    s = BatchSizer(0.1, lo=100, hi=50_000, start=1_000)
+    assert s.observe(0.001) == 1_200  # far under target: still at most 1.2x
+    assert s.observe(0.09) == 1_333  # a little under: grows by the ratio
+    assert s.observe(0.4) == 333  # four times too slow: a quarter at once
+    assert s.observe(5.0) == 100  # never below the floor
+    assert s.observe(0.05, rows=10) == 100  # a short tail batch teaches nothing
+    for _ in range(100):
+        s.observe(0.0001)
+    assert s.size == 50_000  # never above the ceiling
