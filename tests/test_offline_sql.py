@@ -52,10 +52,6 @@ INSERT INTO accounts (name, email) SELECT 'user ' || g, 'u' || g || '@example.co
 INSERT INTO orders (account_name) SELECT 'user ' || (g % 300 + 1) FROM generate_series(1, 100) g;
 """
 
-#: What squawk finds in the control schema's own DDL until migrations/versions/0001 uses
-#: bigint for backfill_checkpoints.chunk/.batch_size and instances.pid.
-CONTROL_SCHEMA_INT_COLUMNS = "needs: migrations/versions/0001 to declare chunk, batch_size and pid bigint"
-
 
 @pytest.fixture
 def project(tmp_path: Path, database_url: str, db: psycopg.Connection[Any]) -> Project:
@@ -85,12 +81,8 @@ def psql(url: str, path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def lint(path: Path, major: int) -> list[str]:
-    """Squawk's findings in the script; any finding fails, except the known one in the control DDL.
-
-    Returns the known findings so the test can report them (as an expected failure) once
-    everything else it checks has passed.
-    """
+def lint(path: Path, major: int) -> None:
+    """squawk at the server's major version must find nothing in the script."""
     proc = subprocess.run(
         [str(SQUAWK), "--pg-version", str(major), "--reporter", "json", str(path)],
         capture_output=True,
@@ -98,22 +90,10 @@ def lint(path: Path, major: int) -> list[str]:
         timeout=60,
     )
     issues = json.loads(proc.stdout or "[]")
-    assert (proc.returncode == 0) == (not issues), proc.stdout + proc.stderr
     lines = path.read_text().splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("-- control schema ")), None)
-    end = next((i for i, line in enumerate(lines) if line.startswith("-- application line ")), len(lines))
-    known, unexpected = [], []
-    for issue in issues:
-        where = f"{issue['rule_name']} at line {issue['line'] + 1}: {lines[issue['line']].strip()}"
-        in_control = start is not None and start <= issue["line"] < end
-        (known if in_control and issue["rule_name"] == "prefer-bigint-over-int" else unexpected).append(where)
-    assert not unexpected, "squawk:\n" + "\n".join(unexpected)
-    return known
-
-
-def expect_clean_control_schema(known: list[str]) -> None:
-    if known:
-        pytest.xfail(CONTROL_SCHEMA_INT_COLUMNS + ": " + "; ".join(known))
+    found = [f"{i['rule_name']} at line {i['line'] + 1}: {lines[i['line']].strip()}" for i in issues]
+    assert not found, "squawk:\n" + "\n".join(found)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def snapshot(conn: psycopg.Connection[Any], column: str) -> list[tuple[Any, ...]]:
@@ -146,8 +126,8 @@ def test_sql_changes_nothing_and_prints_only_sql(
         assert not line.startswith("\\") or line.split()[0] in ("\\set", "\\if", "\\endif"), line
     assert "CREATE PROCEDURE" in text.replace("CREATE OR REPLACE PROCEDURE", "CREATE PROCEDURE")
     assert "CALL " in text and "DO $ecm_guard$" in text
-    # Parsed by squawk without a syntax error (every finding is reported with its rule).
-    expect_clean_control_schema(lint(script, pg_server.major))
+    # Parsed by squawk without a syntax error, and clean.
+    lint(script, pg_server.major)
 
 
 def test_full_cycle_script_reaches_the_contracted_state(
@@ -217,7 +197,7 @@ def test_full_cycle_script_reaches_the_contracted_state(
     assert version_rows(db, "ecm.contract_version") == [contract_rev]
     assert len(version_rows(db, "alembic_version")) == 1
     assert "-- squawk-ignore ban-drop-column" in text
-    expect_clean_control_schema(lint(script, pg_server.major))
+    lint(script, pg_server.major)
 
 
 def test_guard_stops_psql_before_any_contract_ddl(
@@ -246,8 +226,8 @@ def test_guard_stops_psql_before_any_contract_ddl(
     assert remaining.count("-- revision ") == 1 and "ecm contract of plan" in remaining
     assert psql(project.url, rest).returncode == 0
     assert "name" not in columns(db, "accounts")
-    assert lint(rest, pg_server.major) == []
-    expect_clean_control_schema(lint(script, pg_server.major))
+    lint(rest, pg_server.major)
+    lint(script, pg_server.major)
 
 
 def test_phase_scripts_expand_then_backfill_then_contract(
@@ -269,7 +249,7 @@ def test_phase_scripts_expand_then_backfill_then_contract(
     db.execute("INSERT INTO registry VALUES ('late')")
     db.execute("INSERT INTO accounts (name) VALUES ('late')")
     assert db.execute("SELECT full_name FROM accounts WHERE name = 'late'").fetchone() == ("late",)
-    known = lint(expand, pg_server.major)
+    lint(expand, pg_server.major)
 
     # --- backfill: the deferred backfill runs as a procedure ------------------------------
     backfill = tmp_path / "backfill.sql"
@@ -282,7 +262,7 @@ def test_phase_scripts_expand_then_backfill_then_contract(
     )
     assert db.execute("SELECT phase, backfill_status FROM ecm.plans").fetchone() == ("backfilled", "complete")
     assert "name" in columns(db, "accounts")
-    assert lint(backfill, pg_server.major) == []
+    lint(backfill, pg_server.major)
 
     # --- contract ---------------------------------------------------------------------------
     contract = tmp_path / "contract.sql"
@@ -293,10 +273,9 @@ def test_phase_scripts_expand_then_backfill_then_contract(
     assert "name" not in columns(db, "accounts")
     assert columns(db, "accounts")["full_name"][1:3] == (False, "'anon'::character varying")
     assert db.execute("SELECT phase FROM ecm.plans").fetchone() == ("contracted",)
-    assert lint(contract, pg_server.major) == []
+    lint(contract, pg_server.major)
     doc = json.loads(project.ecm("upgrade", "--json").stdout)
     assert doc["applied"] == [] and doc["contracts"] == {"applied": [], "held": []}
-    expect_clean_control_schema(known)
 
 
 def test_hand_written_app_revision_is_rendered_in_its_own_transaction(

@@ -39,12 +39,18 @@ def terminated(sql: str) -> str:
     return body + ("\n;" if "--" in last_line else ";")
 
 
+def comment(text: str) -> str:
+    """A ``--`` comment line; step names carry raw identifiers, and a newline in one would end
+    the comment and turn the rest of the name into SQL."""
+    return "-- " + " ".join(text.replace("\r", "\n").split("\n"))
+
+
 def statement(step: Step) -> str:
     """The step's SQL with its squawk-ignore comments (reason line first, then the rule)."""
-    lines = [f"-- step: {step.name}" + (f" ({step.lock})" if step.lock else "")]
+    lines = [comment(f"step: {step.name}" + (f" ({step.lock})" if step.lock else ""))]
     for rule, reason in step.squawk_ignore:
-        lines.append(f"-- ecm: {reason}")
-        lines.append(f"-- squawk-ignore {rule}")
+        lines.append(comment(f"ecm: {reason}"))
+        lines.append(comment(f"squawk-ignore {rule}"))
     return "\n".join(lines) + "\n" + terminated(step.sql)
 
 
@@ -86,7 +92,8 @@ def render_step(step: Step) -> str:
                 psql_if(
                     "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = "
                     f"to_regclass({literal(step.index)}) AND NOT indisvalid)",
-                    f"-- an interrupted build left {step.index} INVALID: drop it and build it again\n"
+                    comment(f"an interrupted build left {step.index} INVALID: drop it and build it again")
+                    + "\n"
                     f"DROP INDEX CONCURRENTLY IF EXISTS {step.index};",
                 )
             )
@@ -105,11 +112,12 @@ def render_phase(
 ) -> str:
     """Every step of one phase, starting and ending outside any transaction block."""
     label = phase if direction == "upgrade" else f"{phase}-downgrade"
-    chunks = [f"-- ecm {label} of plan {plan['plan_id']} (revision {revision})", ddl_timeouts()]
+    chunks = [comment(f"ecm {label} of plan {plan['plan_id']} (revision {revision})"), ddl_timeouts()]
     for step in steps:
         if step.kind == "guard":
             chunks.append(
-                f"-- step: {step.name}\n"
+                comment(f"step: {step.name}")
+                + "\n"
                 + terminated(guard_sql(plan, contract=_is_contract(phase, direction)))
             )
         elif step.kind == "backfill":
@@ -139,7 +147,11 @@ def backfill_sql(spec_json: dict[str, Any]) -> str:
     from ..backfill.spec import BackfillSpec
 
     spec = BackfillSpec.from_json(spec_json)
-    return f"-- step: backfill {spec.plan_id}\n" + procedure_sql(spec, schema=control_schema()).strip()
+    return (
+        comment(f"step: backfill {spec.plan_id}")
+        + "\n"
+        + procedure_sql(spec, schema=control_schema()).strip()
+    )
 
 
 def emit_phase(

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput
 from ..settings import control_schema
-from .offline import backfill_sql, ddl_timeouts, psql_if, reset_timeouts
+from .offline import backfill_sql, comment, ddl_timeouts, psql_if, reset_timeouts
 from .project import CONTRACT_VERSION_TABLE, Project
 from .runner import PHASE_ORDER, _app_config, current_heads, pending_contracts, pending_revisions
 
@@ -180,7 +180,7 @@ def _render(
                 call(rev)
             buffer.write(after(rev) + "\nCOMMIT;")
             doc = (rev.doc or "").strip().splitlines()
-            title = f"-- revision {rev.revision}" + (f": {doc[0]}" if doc else "")
+            title = comment(f"revision {rev.revision}" + (f": {doc[0]}" if doc else ""))
             body = _EMPTY_TRANSACTION.sub("", buffer.getvalue()).strip()
             chunks.append(title + "\n" + (psql_if(pending(rev), body) if pending else body))
     return "\n\n".join(chunks)
@@ -194,7 +194,7 @@ def _app_line_sql(
     create_table: bool,
 ) -> str:
     table = _q(APP_VERSION_TABLE)
-    head = [f"-- application line ({APP_VERSION_TABLE}): {len(revisions)} revision(s)"]
+    head = [comment(f"application line ({APP_VERSION_TABLE}): {len(revisions)} revision(s)")]
     if create_table:
         head.append(version_table_sql(table))
 
@@ -222,7 +222,7 @@ def pending_sql(table: str, replaces: Sequence[str], revision: str, *, single_he
 
 def _contracts_sql(project: Project, contracts: Sequence[Script], schema: str, *, create_table: bool) -> str:
     table = f"{_q(schema)}.{_q(CONTRACT_VERSION_TABLE)}"
-    head = [f"-- contract lineage ({schema}.{CONTRACT_VERSION_TABLE}): {len(contracts)} contract(s)"]
+    head = [comment(f"contract lineage ({schema}.{CONTRACT_VERSION_TABLE}): {len(contracts)} contract(s)")]
     if create_table:
         head.append(version_table_sql(table))
     contract_script = project.contract_script()
@@ -260,7 +260,10 @@ def _control_schema_sql(current: str | None, schema: str) -> str:
         )
 
     body = _render(cfg, script, revisions, lambda rev: rev.module.upgrade(control_schema=schema), bump)
-    return f"-- control schema {schema}: {current or 'absent'} -> {control.head_revision()}\n\n{body}"
+    return (
+        comment(f"control schema {schema}: {current or 'absent'} -> {control.head_revision()}")
+        + f"\n\n{body}"
+    )
 
 
 def _deferred_backfills_sql(plans: Sequence[dict[str, Any]], schema: str) -> list[str]:
@@ -278,7 +281,7 @@ def _deferred_backfills_sql(plans: Sequence[dict[str, Any]], schema: str) -> lis
         if row["backfill_status"] == "none" and row["phase"] in ("planned", "expanding"):
             continue
         plan_id = literal(row["plan_id"])
-        chunk = [f"-- deferred backfill of plan {row['plan_id']} (status {row['backfill_status']})"]
+        chunk = [comment(f"deferred backfill of plan {row['plan_id']} (status {row['backfill_status']})")]
         if row["backfill_status"] != "complete":
             chunk += [backfill_sql(spec_json), ddl_timeouts()]
         detail = literal(json.dumps({"offline": True}))
