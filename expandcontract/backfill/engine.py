@@ -652,7 +652,17 @@ class _Worker:
                     return
                 raise
             self.retries_in_row = 0
-            self.sizer.observe(time.perf_counter() - t0, rows)
+            took = time.perf_counter() - t0
+            self.sizer.observe(took, rows)
+            log.debug(
+                "backfill_batch",
+                worker=self.name,
+                chunk=chunk.number,
+                rows=rows,
+                updated=updated,
+                ms=round(took * 1000, 1),
+                next_size=self.sizer.size,
+            )
             self.run.add(rows_done=rows, rows_updated=updated, batches=1)
             last = upper
             if final:
