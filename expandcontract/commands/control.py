@@ -68,12 +68,17 @@ def _render_status(common: Common, doc: dict[str, Any]) -> None:
     else:
         common.say("plans: none")
     if doc["instances"]:
-        table = Table(title="live instances")
-        for col in ("app", "version", "host", "pid", "last seen"):
+        table = Table(title="application instances")
+        for col in ("app", "version", "host", "pid", "state", "last seen"):
             table.add_column(col)
         for i in doc["instances"]:
             table.add_row(
-                i["app"], i["version"], i["host"], str(i["pid"]), f"{i['seconds_since_heartbeat']:.0f} s ago"
+                i["app"],
+                i["version"],
+                i["host"],
+                str(i["pid"]),
+                i["state"],
+                f"{i['seconds_since_heartbeat']:.0f} s ago",
             )
         common.say(table)
     else:

@@ -45,15 +45,7 @@ def collect(conn: Connection) -> dict[str, Any]:
             FROM {s}.plans p ORDER BY p.created_at, p.plan_id
             """,
         )
-        instances = _rows(
-            conn,
-            f"""
-            SELECT id::text AS id, app, version, host, pid, started_at, last_heartbeat, interval_s,
-                   extract(epoch FROM now() - last_heartbeat)::float8 AS seconds_since_heartbeat,
-                   uses
-            FROM {s}.instances WHERE deregistered_at IS NULL ORDER BY app, version, host, pid
-            """,
-        )
+        instances = _instances(conn)
     return {
         "server_version": server_version(conn),
         "control_schema": {
@@ -66,3 +58,22 @@ def collect(conn: Connection) -> dict[str, Any]:
         "plans": plans,
         "instances": instances,
     }
+
+
+def _instances(conn: Connection) -> list[dict[str, Any]]:
+    """Live and recently gone instances, each with its state as the guard would judge it."""
+    from ..guard import parse_ttl, state
+    from ..live import registry
+    from ..settings import get
+
+    try:
+        ttl = parse_ttl(get("ECM_LIVE_TTL"))
+    except ValueError:
+        ttl = None
+    out = []
+    for row in registry.read(conn, ttl=ttl):
+        instance = registry.to_instance(row)
+        doc = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+        doc["state"] = state(instance, ttl)
+        out.append(doc)
+    return out

@@ -234,7 +234,7 @@ def _guard(
             backfill_problems=problems,
         )
         if decision.allowed:
-            if allow_no_reporters:
+            if decision.no_reporters:  # the flag was actually needed: record that it was used
                 record_override(
                     gconn, plan_id=plan_id, kind="allow-no-reporters", reason=None, decision=decision
                 )
