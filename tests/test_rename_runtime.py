@@ -79,7 +79,7 @@ def test_a_second_runner_waits_for_the_plan_lock(project: Project, db: psycopg.C
         assert db.execute("SELECT count(*) FROM ecm.ledger WHERE phase = 'expand'").fetchone() == (0,)
     finally:
         holder.close()  # the other runner finishes
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "plan_lock_wait" in err
 
