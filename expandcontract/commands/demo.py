@@ -46,7 +46,8 @@ def register(app: typer.Typer) -> None:
             keep=keep,
             tty=sys.stderr.isatty(),
         )
-        scenario = Scenario(options, say=common.say)
+        # Soft wrap: a narration line stays one line in a CI log or a pipe.
+        scenario = Scenario(options, say=lambda message: common.say(message, soft_wrap=True))
         try:
             doc = scenario.run()
         except EcmError:
@@ -88,17 +89,19 @@ def _closing(common: Common, doc: dict[str, object]) -> None:
     kept = cleanup.get("kept") if isinstance(cleanup, dict) else None
     errors = doc.get("errors_total")
     verdict = "[bold green]zero errors[/]" if errors == 0 else f"[bold red]{errors} errors[/]"
-    common.say(f"{verdict} in {doc.get('elapsed_s')} s.", highlight=False)
+    common.say(f"{verdict} in {doc.get('elapsed_s')} s.", soft_wrap=True)
     if isinstance(kept, dict):
         url = str(kept.get("database_url"))
         common.say(
-            f"kept: the project in {escape(str(kept.get('project')))} (cd there and run `ecm status`), "
+            soft_wrap=True,
+            message=f"kept: the project in {escape(str(kept.get('project')))} (cd there and run `ecm status`), "
             f"the database {doc.get('database')}:\n  psql '{escape(url)}'\n"
             f"  drop it with: psql '{escape(str(kept.get('server_url')))}' "
-            f"-c 'DROP DATABASE {doc.get('database')} WITH (FORCE)'"
+            f"-c 'DROP DATABASE {doc.get('database')} WITH (FORCE)'",
         )
     elif isinstance(cleanup, dict) and cleanup.get("database_dropped"):
         common.say(
             f"cleaned up: database {doc.get('database')} dropped, temporary project removed "
-            "(keep them with --keep DIR)."
+            "(keep them with --keep DIR).",
+            soft_wrap=True,
         )
