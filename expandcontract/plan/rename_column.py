@@ -192,22 +192,29 @@ class _Planner:
             )
         ]
 
+    def add_not_null_check(self, column: str, check: str) -> Step:
+        """NOT NULL carried as a NOT VALID check: enforced on new writes, no scan, no long lock."""
+        return Step(
+            f"add NOT NULL check {check} (NOT VALID)",
+            "ddl",
+            f"ALTER TABLE {self.table_sql} ADD CONSTRAINT {q(check)} CHECK ({q(column)} IS NOT NULL) NOT VALID",
+            lock="ACCESS EXCLUSIVE, brief (no scan)",
+            skip_if=self.constraint_exists(self.s, self.f.name, check),
+        )
+
+    def validate(self, schema: str, table: str, name: str, lock: str = "SHARE UPDATE EXCLUSIVE") -> Step:
+        return Step(
+            f"validate {name}",
+            "concurrent",
+            f"ALTER TABLE {qualified(schema, table)} VALIDATE CONSTRAINT {q(name)}",
+            lock=lock,
+        )
+
     def not_null_steps(self, column: str, check: str) -> list[Step]:
         """NOT NULL without a long ACCESS EXCLUSIVE scan: NOT VALID check, validate, SET NOT NULL."""
         return [
-            Step(
-                f"add NOT NULL check {check} (NOT VALID)",
-                "ddl",
-                f"ALTER TABLE {self.table_sql} ADD CONSTRAINT {q(check)} CHECK ({q(column)} IS NOT NULL) NOT VALID",
-                lock="ACCESS EXCLUSIVE, brief (no scan)",
-                skip_if=self.constraint_exists(self.s, self.f.name, check),
-            ),
-            Step(
-                f"validate {check}",
-                "concurrent",
-                f"ALTER TABLE {self.table_sql} VALIDATE CONSTRAINT {q(check)}",
-                lock="SHARE UPDATE EXCLUSIVE (reads and writes continue)",
-            ),
+            self.add_not_null_check(column, check),
+            self.validate(self.s, self.f.name, check, "SHARE UPDATE EXCLUSIVE (reads and writes continue)"),
             Step(
                 f"set {column} NOT NULL",
                 "ddl",
@@ -258,16 +265,7 @@ class _Planner:
             *self.trigger_steps(self.old, self.new),
         ]
         if not self.f.column.nullable:
-            up.append(
-                Step(
-                    f"add NOT NULL check {self.nn_new} (NOT VALID)",
-                    "ddl",
-                    f"ALTER TABLE {self.table_sql} ADD CONSTRAINT {q(self.nn_new)} "
-                    f"CHECK ({self.n} IS NOT NULL) NOT VALID",
-                    lock="ACCESS EXCLUSIVE, brief (no scan)",
-                    skip_if=self.constraint_exists(self.s, self.f.name, self.nn_new),
-                )
-            )
+            up.append(self.add_not_null_check(self.new, self.nn_new))
         for chk in self.f.checks:
             if chk.expression.strip("() ").lower() == f"{self.o} is not null".lower():
                 continue
@@ -382,35 +380,23 @@ class _Planner:
         new_constraints = [self.nn_new] if not col.nullable else []
         for name in new_constraints:
             up.append(
-                Step(
-                    f"validate {name}",
-                    "concurrent",
-                    f"ALTER TABLE {self.table_sql} VALIDATE CONSTRAINT {q(name)}",
-                    lock="SHARE UPDATE EXCLUSIVE (reads and writes continue)",
-                )
+                self.validate(self.s, self.f.name, name, "SHARE UPDATE EXCLUSIVE (reads and writes continue)")
             )
         for chk in self.f.checks:
             if chk.expression.strip("() ").lower() == f"{self.o} is not null".lower() or not chk.valid:
                 continue
             name = names.derived(chk.name, self.old, self.new, self.id)
-            up.append(
-                Step(
-                    f"validate {name}",
-                    "concurrent",
-                    f"ALTER TABLE {self.table_sql} VALIDATE CONSTRAINT {q(name)}",
-                    lock="SHARE UPDATE EXCLUSIVE",
-                )
-            )
+            up.append(self.validate(self.s, self.f.name, name, "SHARE UPDATE EXCLUSIVE"))
         for fk in (*self.f.foreign_keys, *self.f.referenced_by):
             if not fk.valid:
                 continue
             name = self.fk_names[fk.name]
             up.append(
-                Step(
-                    f"validate {name}",
-                    "concurrent",
-                    f"ALTER TABLE {qualified(fk.schema, fk.table)} VALIDATE CONSTRAINT {q(name)}",
-                    lock="SHARE UPDATE EXCLUSIVE on the referencing table, ROW SHARE on the referenced",
+                self.validate(
+                    fk.schema,
+                    fk.table,
+                    name,
+                    "SHARE UPDATE EXCLUSIVE on the referencing table, ROW SHARE on the referenced",
                 )
             )
         if not col.nullable:
@@ -549,16 +535,7 @@ class _Planner:
                     lock="ACCESS EXCLUSIVE, brief",
                 )
             )
-            down.append(
-                Step(
-                    f"add NOT NULL check {self.nn_new} (NOT VALID)",
-                    "ddl",
-                    f"ALTER TABLE {self.table_sql} ADD CONSTRAINT {q(self.nn_new)} "
-                    f"CHECK ({self.n} IS NOT NULL) NOT VALID",
-                    lock="ACCESS EXCLUSIVE, brief (no scan)",
-                    skip_if=self.constraint_exists(self.s, self.f.name, self.nn_new),
-                )
-            )
+            down.append(self.add_not_null_check(self.new, self.nn_new))
         if col.default is not None:
             down.append(
                 Step(
@@ -581,14 +558,7 @@ class _Planner:
                 )
             )
             if chk.valid:
-                down.append(
-                    Step(
-                        f"validate {chk.name}",
-                        "concurrent",
-                        f"ALTER TABLE {self.table_sql} VALIDATE CONSTRAINT {q(chk.name)}",
-                        lock="SHARE UPDATE EXCLUSIVE",
-                    )
-                )
+                down.append(self.validate(self.s, self.f.name, chk.name, "SHARE UPDATE EXCLUSIVE"))
         for ix in self.indexes:
             down.append(self.index_step(ix, ix.name, self.old_index_definition(ix)))
             if ix.constraint and ix.unique:
@@ -612,14 +582,7 @@ class _Planner:
                 )
             )
             if fk.valid:
-                down.append(
-                    Step(
-                        f"validate {fk.name}",
-                        "concurrent",
-                        f"ALTER TABLE {qualified(fk.schema, fk.table)} VALIDATE CONSTRAINT {q(fk.name)}",
-                        lock="SHARE UPDATE EXCLUSIVE",
-                    )
-                )
+                down.append(self.validate(fk.schema, fk.table, fk.name, "SHARE UPDATE EXCLUSIVE"))
         down += self.comment_step(self.old) + self.grant_steps(self.old)
         return down
 

@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 import os
+from typing import Any
+
+
+def _run(**options: Any) -> None:
+    from alembic import context
+
+    from ..settings import control_schema
+    from .project import CONTRACT_VERSION_TABLE
+
+    context.configure(version_table=CONTRACT_VERSION_TABLE, version_table_schema=control_schema(), **options)
+    with context.begin_transaction():
+        context.run_migrations()
 
 
 def run() -> None:
@@ -11,33 +23,15 @@ def run() -> None:
 
     from ..db import control
     from ..db.engine import create
-    from ..settings import control_schema
-    from .project import CONTRACT_VERSION_TABLE
 
     config = context.config
-    schema = control_schema()
     if context.is_offline_mode():
-        context.configure(
-            url="postgresql+psycopg://",
-            literal_binds=True,
-            dialect_name="postgresql",
-            version_table=CONTRACT_VERSION_TABLE,
-            version_table_schema=schema,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
+        _run(url="postgresql+psycopg://", literal_binds=True, dialect_name="postgresql")
         return
     connection = config.attributes.get("connection")
-    if connection is not None:
+    if connection is not None:  # `ecm upgrade` hands its connection over
         control.ensure(connection)
-        context.configure(
-            connection=connection,
-            transaction_per_migration=True,
-            version_table=CONTRACT_VERSION_TABLE,
-            version_table_schema=schema,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
+        _run(connection=connection, transaction_per_migration=True)
         return
     url = os.environ.get("ECM_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
     if not url and config.config_file_name:
@@ -49,11 +43,4 @@ def run() -> None:
     engine = create(url, poolclass=pool.NullPool)
     with engine.connect() as conn:
         control.ensure(conn)
-        context.configure(
-            connection=conn,
-            transaction_per_migration=True,
-            version_table=CONTRACT_VERSION_TABLE,
-            version_table_schema=schema,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
+        _run(connection=conn, transaction_per_migration=True)
