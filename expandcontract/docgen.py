@@ -123,7 +123,17 @@ def _type_label(param: Any, ctx: Any) -> str:
     else:  # plain click: the ParamType's name
         label = str(getattr(getattr(param, "type", None), "name", "") or "text")
     match = re.fullmatch(r"list\[(.*)\]", label)
-    return match.group(1) if match else label
+    label = match.group(1) if match else label
+    if label.endswith(" range"):  # typer's "<int range>": say which range
+        label = label[: -len(" range")]
+        low, high = getattr(param, "min", None), getattr(param, "max", None)
+        if low is not None and high is not None:
+            label += f", {low} to {high}"
+        elif low is not None:
+            label += f", at least {low}"
+        elif high is not None:
+            label += f", at most {high}"
+    return label
 
 
 def _is_flag(param: Any) -> bool:
