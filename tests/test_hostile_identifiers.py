@@ -47,13 +47,14 @@ CASES = {
     ),
     # exactly 63 bytes, multibyte characters included
     "63 bytes": (_bytes63("T", "é"), _bytes63("o", "ö"), _bytes63("N", "ü"), _bytes63("P", "ä")),
-    # a name ending in a double quote: quoted, it ends in three, like a Python docstring
-    "trailing quote": ("t", 'Ünïcödé "quoted"', "plain", "p"),
+    # a name ending in a double quote (quoted, it ends in three, like a Python docstring) and a
+    # backslash escape Python would read in a docstring
+    "trailing quote": ("t", 'Ünïcödé "quoted"', "back\\xslash", "p"),
 }
 #: writer.render puts the plan title (with quoted names) in a triple-quoted docstring unescaped.
 WRITER_DOCSTRING = (
-    "needs: revisions/writer.py render() to escape backslashes and double quotes in the docstring; a name "
-    'ending in " makes the generated revision a SyntaxError'
+    "needs: revisions/writer.py render() to escape backslashes and double quotes in the docstring; "
+    'a name ending in " or holding \\x makes the generated revision a SyntaxError'
 )
 PARAMS = [
     pytest.param(k, marks=pytest.mark.xfail(reason=WRITER_DOCSTRING, strict=True))
@@ -81,7 +82,7 @@ def values(db: psycopg.Connection[Any], table: str, column: str) -> list[tuple[A
     return db.execute(f"SELECT id, {q(column)} FROM {q(table)} ORDER BY id").fetchall()
 
 
-@pytest.fixture(params=PARAMS)
+@pytest.fixture
 def case(request: pytest.FixtureRequest) -> tuple[str, str, str, str]:
     return CASES[request.param]
 
@@ -113,7 +114,8 @@ def assert_contracted(
     assert values(db, table, new) == before
     cons = constraints(db, table)
     assert all(valid for _, valid in cons.values()), cons
-    kinds = sorted(definition.split(" ", 1)[0] for definition, _ in cons.values())
+    # PostgreSQL 18 lists NOT NULL as constraints too; the column's nullability is checked above.
+    kinds = sorted(d.split(" ", 1)[0] for d, _ in cons.values() if not d.startswith("NOT NULL"))
     assert kinds == ["CHECK", "FOREIGN", "PRIMARY", "UNIQUE"], cons
     assert any(d.startswith("FOREIGN KEY") and f"REFERENCES {q(parent)}(k)" in d for d, _ in cons.values())
     assert not any(name.startswith("ecm_") for name in cons)
@@ -128,6 +130,7 @@ def assert_contracted(
     assert db.execute(f"SELECT {q(new)} FROM {q(table)} WHERE note = 'after'").fetchone() == ("v; 0",)
 
 
+@pytest.mark.parametrize("case", PARAMS, indirect=True)
 def test_live_cycle(
     case: tuple[str, str, str, str],
     planned: tuple[Project, list[tuple[Any, ...]]],
@@ -149,6 +152,7 @@ def test_live_cycle(
 
 
 @pytest.mark.skipif(PSQL is None or not SQUAWK.exists(), reason="needs psql and squawk-cli")
+@pytest.mark.parametrize("case", [k for k in CASES if k != "trailing quote"], indirect=True)
 def test_offline_cycle(
     case: tuple[str, str, str, str],
     planned: tuple[Project, list[tuple[Any, ...]]],
@@ -171,9 +175,8 @@ def test_offline_cycle(
     lint(script, pg_server.major)
 
 
-@pytest.mark.parametrize("which", ["table", "column", "new column"])
 def test_name_over_63_bytes_is_refused_and_nothing_changes(
-    which: str, tmp_path: Path, database_url: str, db: psycopg.Connection[Any]
+    tmp_path: Path, database_url: str, db: psycopg.Connection[Any]
 ) -> None:
     db.execute('CREATE TABLE "Ünïcödé" (id bigint PRIMARY KEY, "Ünïcödé" text)')
     p = make_project(tmp_path / "app", database_url)
@@ -182,12 +185,13 @@ def test_name_over_63_bytes_is_refused_and_nothing_changes(
     too_long = _bytes63("Ü", "é") + "x"  # 64 bytes
     args = {"table": (too_long, "Ünïcödé", "new"), "column": ("Ünïcödé", too_long, "new")}
     args["new column"] = ("Ünïcödé", "Ünïcödé", too_long)
-    result = p.ecm("plan", "rename-column", *args[which])
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "64 bytes" in lines[0] and "63" in lines[0]
-    assert result.stdout == ""
+    for which, argv in args.items():
+        result = p.ecm("plan", "rename-column", *argv)
+        assert result.returncode == 2, which
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, result.stderr
+        assert f"{which} name" in lines[0] and "64 bytes" in lines[0] and "63" in lines[0]
+        assert result.stdout == ""
     assert sorted(str(f) for f in p.root.rglob("*") if f.is_file()) == files_before
     assert (p.root / "alembic.ini").read_text() == ini_before
     assert db.execute("SELECT to_regnamespace('ecm')").fetchone() == (None,)
