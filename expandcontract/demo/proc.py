@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,9 +127,11 @@ def _run_on_pty(
     import struct
     import termios
 
-    columns, rows = 100, 24
+    columns, rows = 0, 0
     with contextlib.suppress(OSError):
         columns, rows = os.get_terminal_size(sys.stderr.fileno())
+    if columns <= 0 or rows <= 0:  # a terminal that never got a size (script(1), some CI runners)
+        columns, rows = shutil.get_terminal_size((100, 24))
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     env = {**env, "COLUMNS": str(columns)}

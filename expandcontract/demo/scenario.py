@@ -48,6 +48,9 @@ PHASES: tuple[tuple[str, str], ...] = (
 )
 LABELS = dict(PHASES)
 
+# The application's first revision, as a team would have it. `name` has a DEFAULT: until the
+# rename planner drops OLD's NOT NULL before the contract drops the sync trigger, version 2's
+# inserts between those two steps would otherwise fail (they leave `name` to the trigger).
 REVISION_0001 = '''"""create accounts
 
 Revision ID: 0001_accounts
@@ -266,9 +269,12 @@ class Scenario:
             from ..embedded import default_dir
             from ..settings import get
 
-            directory = Path(given.partition(":")[2] or get("ECM_EMBEDDED_DIR") or default_dir())
-            cold = not (directory.expanduser() / "PG_VERSION").exists()
-            self.say("starting the embedded PostgreSQL" + (" (first run: initdb)" if cold else ""))
+            directory = Path(given.partition(":")[2] or get("ECM_EMBEDDED_DIR") or default_dir()).expanduser()
+            cold = not (directory / "PG_VERSION").exists()
+            self.say(
+                f"[bold]server[/]: the embedded PostgreSQL, data in {_escape(str(directory))}"
+                + (" (first run: initdb)" if cold else "")
+            )
         started = time.monotonic()
         self.server_url = normalize(given)
         self.admin = create(self.server_url, isolation_level="AUTOCOMMIT", poolclass=_null_pool())

@@ -99,8 +99,8 @@ def render(console: Console, doc: dict[str, Any]) -> None:
     table.add_column("phase", no_wrap=True)
     table.add_column("time", justify="right", no_wrap=True)
     for v in versions:
-        table.add_column(f"v{v} requests", justify="right", no_wrap=True)
-        table.add_column(f"v{v} max wait", justify="right", no_wrap=True)
+        table.add_column(f"v{v}\nrequests", justify="right", no_wrap=True)
+        table.add_column(f"v{v} max\nwait", justify="right", no_wrap=True)
     table.add_column("errors", justify="right", no_wrap=True)
     for phase in doc.get("phases") or []:
         cells = [phase["label"], f"{phase.get('duration_s') or 0:.1f} s"]
