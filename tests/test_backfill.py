@@ -191,6 +191,40 @@ def test_never_overwrites_a_newer_value_and_never_writes_the_key(
         assert db.execute("SELECT name, full_name FROM users WHERE id = 10").fetchone() == ("Newer", "Newer")
 
 
+def _rewrite_keys(db: psycopg.Connection[Any], sql: str) -> None:
+    """Move keys around behind the trigger's back and make every row pending again."""
+    db.execute("ALTER TABLE users DISABLE TRIGGER users_dual")
+    db.execute(sql)  # type: ignore[arg-type]
+    db.execute("UPDATE users SET full_name = NULL")
+    db.execute("ALTER TABLE users ENABLE TRIGGER users_dual")
+    db.execute("VACUUM ANALYZE users")
+
+
+def test_integer_keys_dense_with_a_hole_and_sparse(
+    db: psycopg.Connection[Any], database_url: str, engine: Engine
+) -> None:
+    spec = make_table(db, database_url, "pk", rows=10_000)
+    # Keys 1..8000 and 10001..12000: dense enough for arithmetic ranges (no bound query),
+    # and a 2000-key hole the walk must jump over rather than crawl through.
+    _rewrite_keys(db, "UPDATE users SET id = id + 2000 WHERE id > 8000")
+    with structlog.testing.capture_logs() as logs:
+        dense = run_backfill(engine, spec, BackfillOptions(max_batch=500, start_batch=500), progress=False)
+    assert dense.status == "complete" and out_of_step(db) == 0
+    assert dense.rows_done == dense.rows_updated == 10_000
+    uppers = [e["upper"] for e in logs if e["event"] == "backfill_batch"]
+    assert uppers and not any(8500 < u <= 10_000 for u in uppers), uppers
+
+    # Keys 100010, 100020, ...: too sparse for arithmetic; each batch finds its upper key first.
+    _rewrite_keys(db, "UPDATE users SET id = id * 10 + 100000")
+    with structlog.testing.capture_logs() as logs:
+        sparse = run_backfill(
+            engine, spec, BackfillOptions(max_batch=500, start_batch=500, restart=True), progress=False
+        )
+    assert sparse.status == "complete" and out_of_step(db) == 0
+    assert sparse.rows_done == sparse.rows_updated == 10_000
+    assert all(e["rows"] <= 500 for e in logs if e["event"] == "backfill_batch")
+
+
 def test_second_run_is_a_no_op(db: psycopg.Connection[Any], database_url: str, engine: Engine) -> None:
     spec = make_table(db, database_url, "pk", rows=1000)
     assert run_backfill(engine, spec, progress=False).status == "complete"
