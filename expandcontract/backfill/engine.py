@@ -859,7 +859,8 @@ def _prepare(conn: psycopg.Connection[Any], target: Target, options: BackfillOpt
     return False, total
 
 
-INTEGER_TYPES = ("smallint", "integer", "bigint")
+#: Smallest value of each integer type: the walk starts just below the minimum key.
+INTEGER_TYPES = {"smallint": -(2**15), "integer": -(2**31), "bigint": -(2**63)}
 
 
 def _dense_range(conn: psycopg.Connection[Any], target: Target) -> tuple[int, int] | None:
@@ -871,6 +872,8 @@ def _dense_range(conn: psycopg.Connection[Any], target: Target) -> tuple[int, in
     if row is None or row[0] is None or target.reltuples <= 0:
         return None
     kmin, kmax = int(row[0]), int(row[1])
+    if kmin <= INTEGER_TYPES[target.key_types[0]]:
+        return None
     return (kmin, kmax) if target.reltuples / (kmax - kmin + 1) >= 0.5 else None
 
 
