@@ -99,17 +99,33 @@ def test_every_test_suite_knob_is_documented() -> None:
     assert not missing, f"test-suite knobs missing from the {TEST_KNOBS_HEADING!r} section: {missing}"
 
 
+def _anchors(page: Path) -> set[str]:
+    """The ids GitHub gives a page's headings: lower case, punctuation dropped, spaces to hyphens."""
+    anchors = set()
+    in_code = False
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and re.match(r"#{1,6} ", line):
+            title = line.lstrip("#").strip().replace("`", "").lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
 def test_relative_links_resolve() -> None:
-    link = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
+    link = re.compile(r"\]\(([^)\s#]*)(?:#([^)\s]*))?\)")
     broken = []
     for page in OWN_PAGES:
         path = DOCS / page
         assert path.is_file(), f"docs/{page} is missing"
-        for target in link.findall(path.read_text()):
+        for target, anchor in link.findall(path.read_text()):
             if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
                 continue
-            if not (path.parent / target).exists():
+            resolved = (path.parent / target) if target else path
+            if not resolved.exists():
                 broken.append(f"docs/{page} -> {target}")
+            elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
+                broken.append(f"docs/{page} -> {target}#{anchor}")
     assert not broken, f"broken links: {broken}"
 
 
