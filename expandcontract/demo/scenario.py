@@ -200,7 +200,7 @@ class Scenario:
         if not verified:
             raise OperationalError(f"the backfill did not verify: {entries[0]}")
         self.say(
-            f"[bold]backfill[/]: {rows or 0:,} rows copied and verified in {backfill.seconds:.1f} s "
+            f"[bold]backfill[/]: {rows or 0:,} rows backfilled and verified in {backfill.seconds:.1f} s "
             f"(ecm upgrade --phase backfill)"
         )
 
