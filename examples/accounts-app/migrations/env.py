@@ -20,7 +20,8 @@ import expandcontract.autogen
 
 config = context.config
 
-if config.config_file_name is not None:
+# Tests that run this env.py in their own process (pytest-alembic) keep their logging as it is.
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
