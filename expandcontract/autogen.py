@@ -51,6 +51,11 @@ FINISHED = frozenset({"contracted", "aborted"})
 #: A whole table is removed or added ("*" in a plan's removes/adds).
 WHOLE_TABLE = "*"
 
+#: The ``type_`` values Alembic itself passes; others come from comparator plugins.
+_SCHEMA_ITEM_TYPES = frozenset(
+    {"schema", "table", "column", "index", "unique_constraint", "foreign_key_constraint", "check_constraint"}
+)
+
 _IDENT = r'"(?:[^"]|"")+"|[^\s"(),.;]+'
 _CREATED = [
     re.compile(
@@ -121,6 +126,9 @@ class ManagedPlan:
         cols = self.columns.get((schema, table))
         return cols is not None and (column in cols or WHOLE_TABLE in cols)
 
+    def touches_schema(self, schema: str) -> bool:
+        return not self.columns or any(s == schema for s, _ in self.columns)
+
     def owns_table(self, schema: str, table: str) -> bool:
         return WHOLE_TABLE in self.columns.get((schema, table), frozenset())
 
@@ -143,10 +151,22 @@ class InFlight:
         reflected: bool,
         compare_to: SchemaItem | None,
     ) -> bool:
-        """Alembic's ``include_object`` hook: False for what an in-flight plan owns."""
+        """Alembic's ``include_object`` hook: False for what an in-flight plan owns.
+
+        The direction does not matter (``reflected``, ``compare_to``): dropping, adding and
+        altering the plan's objects are all the plan's business until its contract; a model
+        that already maps the new column NOT NULL must not make autogenerate set it early.
+        """
         return not self.manages(object, name, type_)
 
     def manages(self, obj: Any, name: str | None, type_: str) -> bool:
+        """Whether ``obj`` is one of the objects an in-flight plan owns.
+
+        Those are its columns (or its whole table), every index and constraint that covers
+        them, foreign keys on other tables that point at them, and whatever its steps
+        created by name. Indexes and constraints are recognised by their columns first, so a
+        constraint named by the user or by a naming convention is still found.
+        """
         if type_ == "table":
             schema = self._schema(getattr(obj, "schema", None))
             if schema == self.control_schema:
@@ -160,21 +180,20 @@ class InFlight:
                 return False
             schema = self._schema(table.schema)
             return any(p.owns_column(schema, table.name, str(name)) for p in self.plans)
-        table = _table_of(obj)
-        if name is not None and table is not None:
-            schema = self._schema(table.schema)
-            if any(name in p.names for p in self.plans if self._plan_touches_schema(p, schema)):
-                return True
-        elif name is not None and any(name in p.names for p in self.plans):
-            return True
+        if name is not None:
+            # Comparators of other object types (alembic_utils' functions and triggers) pass
+            # names that may carry a schema or a signature: "public.f()" is "f".
+            bare = name if type_ in _SCHEMA_ITEM_TYPES else name.split("(")[0].rpartition(".")[2]
+            owner = _table_of(obj)
+            where = self._schema(owner.schema) if owner is not None else None
+            for plan in self.plans:
+                if bare in plan.names and (where is None or plan.touches_schema(where)):
+                    return True
         return any(
             p.owns_column(schema, table_name, column)
             for schema, table_name, column in self._columns_involved(obj, type_)
             for p in self.plans
         )
-
-    def _plan_touches_schema(self, plan: ManagedPlan, schema: str) -> bool:
-        return not plan.columns or any(s == schema for s, _ in plan.columns)
 
     def _schema(self, schema: str | None) -> str:
         return schema or self.default_schema

@@ -153,6 +153,8 @@ def test_objects_the_plan_created_are_hidden_by_name() -> None:
     # Alembic plugins that compare triggers or functions pass their name the same way.
     state = flight(PLAN, names={"ecm_rename_accounts_name_full_name_sync"})
     assert state.manages(object(), "ecm_rename_accounts_name_full_name_sync", "trigger")
+    assert state.manages(object(), "public.ecm_rename_accounts_name_full_name_sync()", "function")
+    assert not state.manages(object(), "public.audit_sync()", "function")
 
 
 def test_whole_tables_and_the_control_schema() -> None:
@@ -367,3 +369,23 @@ def test_the_ledger_wins_over_the_files(conn: Connection, tmp_path: Path) -> Non
     script = ScriptDirectory(str(tmp_path), version_locations=[str(versions)])
     with conn.begin():
         assert in_flight(conn, script, current_heads=("b2",)).plans == ()
+
+
+def test_names_come_from_the_example_revision_files(conn: Connection) -> None:
+    """The frozen SQL of the committed example names everything the expand created."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "accounts-app"
+    script = ScriptDirectory(str(example / "migrations"))
+    head = script.get_current_head()
+    assert head is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no control schema here: the files are the fallback
+        state = in_flight(conn, script, current_heads=(head,))
+    (plan,) = state.plans
+    assert plan.plan_id == PLAN["plan_id"]
+    assert dict(plan.columns) == {("public", "accounts"): frozenset({"name", "full_name"})}
+    assert plan.names == {
+        "accounts_full_name_key",
+        "orders_account_full_name_fkey",
+        "ecm_rename_accounts_name_full_name_nn",
+        "ecm_rename_accounts_name_full_name_sync",
+    }
