@@ -51,17 +51,7 @@ CASES = {
     # backslash escape Python would read in a docstring
     "trailing quote": ("t", 'Ünïcödé "quoted"', "back\\xslash", "p"),
 }
-#: writer.render puts the plan title (with quoted names) in a triple-quoted docstring unescaped.
-WRITER_DOCSTRING = (
-    "needs: revisions/writer.py render() to escape backslashes and double quotes in the docstring; "
-    'a name ending in " or holding \\x makes the generated revision a SyntaxError'
-)
-PARAMS = [
-    pytest.param(k, marks=pytest.mark.xfail(reason=WRITER_DOCSTRING, strict=True))
-    if k == "trailing quote"
-    else k
-    for k in CASES
-]
+PARAMS = list(CASES)
 
 
 def create_schema(db: psycopg.Connection[Any], table: str, old: str, parent: str) -> None:

@@ -65,7 +65,9 @@ def register(app: typer.Typer) -> None:
         if sql:
             from ..revisions.offline_script import offline_sql
 
-            sys.stdout.write(offline_sql(project, engine, normalize(url), phase))
+            flags = {"ECM_ALLOW_NO_REPORTERS": "1"} if allow_no_reporters else {}
+            with runner.env(**flags):
+                sys.stdout.write(offline_sql(project, engine, normalize(url), phase))
             return 0
         force = {p: (reason or "").strip() for p in (force_contract or [])}
         report = runner.upgrade(
@@ -104,7 +106,7 @@ def register(app: typer.Typer) -> None:
         from ..urls import normalize
 
         project = load(common.config)
-        with env(ECM_ALLOW_NO_REPORTERS="1" if allow_no_reporters else None):
+        with env(**({"ECM_ALLOW_NO_REPORTERS": "1"} if allow_no_reporters else {})):
             doc = abort_plan(project, common.engine(), normalize(common.resolve_url()), plan)
         common.emit(doc)
         if not common.json_output:

@@ -64,7 +64,9 @@ def derived(original: str, old: str, new: str, plan: str) -> str:
     # Replace the old column name only where it stands as a word of the name (between
     # underscores or at the ends), so "names_name_idx" becomes "names_full_name_idx".
     pattern = rf"(?<![^_]){re.escape(old)}(?![^_])"
-    candidate = re.sub(pattern, new, original) if re.search(pattern, original) else f"{original}_{new}"
+    candidate = (
+        re.sub(pattern, lambda _: new, original) if re.search(pattern, original) else f"{original}_{new}"
+    )
     if candidate == original:
         candidate = f"{original}_{PREFIX}"
     return fit(candidate, key=f"{plan}:{original}")

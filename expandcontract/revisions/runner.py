@@ -272,7 +272,7 @@ def _contracts(
                 conn.commit()
             continue
         values: dict[str, str | None] = {
-            "ECM_ALLOW_NO_REPORTERS": "1" if allow_no_reporters else None,
+            "ECM_ALLOW_NO_REPORTERS": "1" if allow_no_reporters else os.environ.get("ECM_ALLOW_NO_REPORTERS"),
             "ECM_FORCE_CONTRACT": plan_id if forced else None,
             "ECM_FORCE_REASON": force.get(plan_id) if forced else None,
         }

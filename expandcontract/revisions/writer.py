@@ -132,7 +132,8 @@ def render(
     branch_labels: tuple[str, ...] | None = None,
     message: str | None = None,
 ) -> str:
-    doc = _docstring(plan, phase, revision, down_revision, message)
+    # Names may hold quotes and backslashes: escape them so the docstring stays one literal.
+    doc = _docstring(plan, phase, revision, down_revision, message).replace("\\", "\\\\").replace('"', '\\"')
     frozen = pprint.pformat(frozen_plan(plan, revisions), width=100, sort_dicts=False)
     return (
         f'"""{doc}"""\n\n'
