@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .db.engine import first_line
 from .settings import control_schema
 from .sql.quoting import q
 
@@ -335,7 +336,7 @@ def in_flight(
         ledger = _read_ledger(connection)
     except Exception as exc:
         ledger = None
-        fallback = f"cannot read {control_schema()}.plans: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        fallback = f"cannot read {control_schema()}.plans: {first_line(exc)}"
     plans: list[ManagedPlan] = []
     known: set[str] = set()
     for row in ledger or []:
