@@ -338,6 +338,9 @@ class _Run:
         self.probe = probe
         self.stop = threading.Event()
         self.lock = threading.Lock()
+        #: Notified when a worker of this process finishes a chunk, so an idle sibling waiting
+        #: for the last chunks notices the end at once instead of at its next poll.
+        self.chunk_done = threading.Condition()
         self.result = BackfillResult(plan_id=self.spec.plan_id, status="incomplete", workers=options.workers)
         self.errors: list[BaseException] = []
         self.ckpt = _control("backfill_checkpoints")
@@ -423,7 +426,8 @@ class _Worker:
                         detail="remaining chunks are leased by other workers; waiting to take over if they stop",
                     )
                     waiting_logged = True
-                self.run.stop.wait(poll)
+                with self.run.chunk_done:
+                    self.run.chunk_done.wait(poll)
                 continue
             waiting_logged = False
             if self.run.target.ctid:
@@ -779,6 +783,8 @@ class _Worker:
     def finished(self, chunk: Chunk) -> None:
         with self.run.lock:
             self.run.result.chunks_finished.append(chunk.number)
+        with self.run.chunk_done:
+            self.run.chunk_done.notify_all()
         log.info("backfill_chunk_done", plan_id=self.run.spec.plan_id, worker=self.name, chunk=chunk.number)
 
 
