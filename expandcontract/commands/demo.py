@@ -29,9 +29,7 @@ def register(app: typer.Typer) -> None:
     ) -> int:
         """Rename a column under live traffic from two app versions: expand, backfill, refused and applied contract.
 
-        Runs on the embedded PostgreSQL unless --database-url (or ECM_DATABASE_URL) names a
-        server; alembic.ini is not read. It creates its own database and project and removes
-        both at the end unless --keep DIR.
+        Runs on the embedded PostgreSQL unless --database-url (or ECM_DATABASE_URL) names a server; alembic.ini is not read. It creates its own database and Alembic project and removes both at the end unless --keep DIR.
         """
         import sys
 

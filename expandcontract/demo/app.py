@@ -34,8 +34,9 @@ if TYPE_CHECKING:
     from sqlalchemy import MetaData, Table
     from sqlalchemy.engine import Connection, Engine
 
-#: Heartbeat period: short, so the guard's view (TTL 3x this) follows the demo's pace.
-INTERVAL_S = 0.5
+#: Heartbeat period. Short enough to show liveness; long enough (TTL 6 s) that a loaded CI
+#: machine delaying one heartbeat cannot make version 1 look gone while it still serves.
+INTERVAL_S = 2.0
 #: How many error messages a process keeps verbatim; the count is always exact.
 ERROR_SAMPLES = 5
 
@@ -106,7 +107,9 @@ class App:
         self.workdir = workdir
         self.pace_s = pace_s
         self.column = column_for(version)
-        self.stop = threading.Event()
+        #: Set by the orphan watch; the signal handler never touches it (Event.set takes a lock
+        #: the interrupted main thread may hold inside Event.wait: a deadlock).
+        self.orphaned = False
         self.phase = "start"
         self.stats = Stats(version, instance)
         self.sigterm_at: float | None = None
@@ -116,20 +119,24 @@ class App:
 
     # -- lifecycle --------------------------------------------------------------------
 
+    @property
+    def stopping(self) -> bool:
+        return self.sigterm_at is not None or self.orphaned
+
     def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        # Only flags: the request in flight finishes, then the loop ends.
+        # Only an attribute store, no lock: the request in flight finishes, then the loop ends.
         if self.sigterm_at is None:
             self.sigterm_at = time.monotonic()
-        self.stop.set()
 
     def watch(self) -> None:
         """Follow the orchestrator's phase file; stop if the orchestrator vanished."""
         path = self.workdir / "phase"
-        while not self.stop.wait(0.02):
+        while not self.stopping:
+            time.sleep(0.02)
             with contextlib.suppress(OSError):
                 self.phase = path.read_text().strip() or self.phase
             if os.getppid() != self.parent:  # orphaned: never outlive the demo
-                self.stop.set()
+                self.orphaned = True
 
     def run(self) -> int:
         from ..db.engine import create
@@ -144,7 +151,8 @@ class App:
         table = md.tables[TABLE]
         # A readiness probe, as in production: new code takes no traffic before its expand.
         missing = schema_ready(engine, md)
-        while missing and not self.stop.wait(0.1):
+        while missing and not self.stopping:
+            time.sleep(0.1)
             missing = schema_ready(engine, md)
         if missing:
             self.write_stats(deregistered=True)
@@ -167,14 +175,14 @@ class App:
 
         ready = False
         conn: Connection | None = None
-        while not self.stop.is_set():
+        while not self.stopping:
             try:
                 if conn is None:
                     conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
                     self.max_id = int(conn.execute(select(func.max(table.c.id))).scalar() or 1)
             except Exception as exc:
                 self.stats.record(self.phase, 0.0, _first_line(exc))
-                self.stop.wait(0.2)
+                time.sleep(0.2)
                 continue
             phase = self.phase
             started = time.perf_counter()
@@ -189,7 +197,7 @@ class App:
             if not ready and error is None:
                 ready = True
                 _atomic_write(self.workdir / f"ready-v{self.version}-{self.instance}", str(os.getpid()))
-            self.stop.wait(self.pace_s)
+            time.sleep(self.pace_s)
         if conn is not None:
             conn.close()
 

@@ -508,8 +508,9 @@ def _escape(text: str) -> str:
 def _first_line(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    from ..db.engine import first_line
+
+    return first_line(exc)
 
 
 def _terminate_as_interrupt() -> Any:
