@@ -265,16 +265,17 @@ class Scenario:
 
         given = self.options.database_url
         cold: bool | None = None
+        directory: Path | None = None
         if is_embedded(given):
             from ..embedded import default_dir
             from ..settings import get
 
             directory = Path(given.partition(":")[2] or get("ECM_EMBEDDED_DIR") or default_dir()).expanduser()
             cold = not (directory / "PG_VERSION").exists()
-            self.say(
-                f"[bold]server[/]: the embedded PostgreSQL, data in {_escape(str(directory))}"
-                + (" (first run: initdb)" if cold else "")
-            )
+            if cold:  # initdb takes a few seconds: say so before it starts
+                self.say(
+                    f"[bold]server[/]: first run of the embedded PostgreSQL: initdb in {_escape(str(directory))}"
+                )
         started = time.monotonic()
         self.server_url = normalize(given)
         self.admin = create(self.server_url, isolation_level="AUTOCOMMIT", poolclass=_null_pool())
@@ -288,7 +289,7 @@ class Scenario:
             "cold_start": cold,
             "startup_s": round(seconds, 2),
         }
-        where = "embedded" if cold is not None else redact(self.server_url)
+        where = f"embedded, data in {directory}" if directory is not None else redact(self.server_url)
         self.say(f"[bold]server[/]: PostgreSQL {version} ({_escape(where)}) ready in {seconds:.1f} s")
 
     def _create_database(self) -> None:
