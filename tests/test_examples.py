@@ -46,7 +46,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "accounts-app"
 PIPELINES = ROOT / "examples" / "pipelines"
 PLAN = "rename_accounts_name_full_name"
-NO_REPORTERS = {"ECM_ALLOW_NO_REPORTERS": "1"}
 
 BUILTINS: dict[str, Callable[[Any], None]] = {
     "single_head_revision": builtins.test_single_head_revision,
@@ -120,21 +119,16 @@ def contracted(pg_server: Server, tmp_path_factory: pytest.TempPathFactory) -> I
     The contract lineage is not on Alembic's app line, so pytest-alembic cannot reach this state
     by itself: `ecm upgrade` runs both lines, as a deploy does.
     """
-    name = f"ecm_tpl_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server.url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = make_url(pg_server.url).set(database=name).render_as_string(hide_password=False)
+    with fresh_database(pg_server) as url:
         project = copy_example(tmp_path_factory.mktemp("contracted") / "app", url)
         result = project.ecm("upgrade", "--allow-no-reporters")
         assert result.returncode == 0, result.stderr
         with project.connect() as conn:
             assert "name" not in columns(conn, "accounts")
             assert conn.execute("SELECT phase FROM ecm.plans").fetchall() == [("contracted",)]
+        name = make_url(url).database
+        assert name is not None
         yield name
-    finally:
-        with psycopg.connect(pg_server.url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
