@@ -371,9 +371,14 @@ def in_flight(
     return InFlight(tuple(plans), default_schema=default_schema, fallback=fallback)
 
 
-def include_object_for(connection: Connection, script: ScriptDirectory | None = None) -> IncludeObject:
+def include_object_for(
+    connection: Connection,
+    script: ScriptDirectory | None = None,
+    *,
+    current_heads: Iterable[str] | None = None,
+) -> IncludeObject:
     """A filter bound to one connection, for code that runs ``compare_metadata`` itself."""
-    return in_flight(connection, script).include_object
+    return in_flight(connection, script, current_heads=current_heads).include_object
 
 
 # -- the env.py hook -------------------------------------------------------------------
