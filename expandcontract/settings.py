@@ -29,6 +29,13 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "ECM_LIVE_TTL": ("", "Seconds after which a silent instance is gone (default 3x its own interval)."),
     "ECM_LOG_FORMAT": ("", "`console` or `json`; default console on a TTY, JSON otherwise."),
     "ECM_EMBEDDED_DIR": ("", "Data directory of the embedded server (default: per-user cache dir)."),
+    "ECM_ALEMBIC_CONFIG": ("alembic.ini", "Path of the Alembic config (-c/--config)."),
+    "ECM_ALLOW_NO_REPORTERS": ("", "1: accept an empty registry as evidence (recorded in the ledger)."),
+    "ECM_FORCE_CONTRACT": (
+        "",
+        "Plan id whose contract proceeds despite live instances (set by --force-contract).",
+    ),
+    "ECM_FORCE_REASON": ("", "Why the contract is forced (set by --reason; recorded in the ledger)."),
 }
 
 

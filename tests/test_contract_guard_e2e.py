@@ -115,3 +115,25 @@ def test_expand_rollback_refused_while_new_code_is_live(project: Project, db: ps
     result = project.alembic("downgrade", "base", env={"ECM_ALLOW_NO_REPORTERS": "1"})
     assert result.returncode == 0, result.stderr
     assert "full_name" not in columns(db, "accounts")
+
+
+def test_expand_rollback_refused_while_the_contract_is_applied(
+    project: Project, db: psycopg.Connection
+) -> None:
+    assert project.ecm("upgrade", "--allow-no-reporters").returncode == 0
+    result = project.alembic("downgrade", "base", env={"ECM_ALLOW_NO_REPORTERS": "1"})
+    assert result.returncode != 0
+    assert "roll back the contract first" in result.stderr
+    assert "full_name" in columns(db, "accounts")  # the only copy of the data stays
+
+
+def test_an_aborted_plan_contract_is_skipped_not_held(project: Project, db: psycopg.Connection) -> None:
+    aborted = project.ecm("abort", PLAN, "--allow-no-reporters", "--json")
+    assert aborted.returncode == 0, aborted.stderr
+    assert json.loads(aborted.stdout)["state"] == "aborted"
+    result = project.ecm("upgrade", "--allow-no-reporters", "--json")
+    assert result.returncode == 0, result.stderr
+    contracts = json.loads(result.stdout)["contracts"]
+    assert contracts["held"] == [] and contracts["applied"] == []
+    assert [c["plan_id"] for c in contracts["skipped"]] == [PLAN]
+    assert "name" in columns(db, "accounts") and "full_name" not in columns(db, "accounts")

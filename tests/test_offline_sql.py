@@ -178,7 +178,7 @@ def test_full_cycle_script_reaches_the_contracted_state(
     assert later.returncode == 0, later.stderr
     doc = json.loads(later.stdout)
     assert doc["applied"] == [] and doc["backfills"] == []
-    assert doc["contracts"] == {"applied": [], "held": []}
+    assert doc["contracts"] == {"applied": [], "held": [], "skipped": []}
 
     # The same script run a second time changes nothing: finished revisions are skipped.
     rerun = psql(project.url, script)
@@ -263,7 +263,7 @@ def test_phase_scripts_expand_then_backfill_then_contract(
     assert db.execute("SELECT phase FROM ecm.plans").fetchone() == ("contracted",)
     lint(contract, pg_server.major)
     doc = json.loads(project.ecm("upgrade", "--json").stdout)
-    assert doc["applied"] == [] and doc["contracts"] == {"applied": [], "held": []}
+    assert doc["applied"] == [] and doc["contracts"] == {"applied": [], "held": [], "skipped": []}
 
 
 def test_hand_written_app_revision_is_rendered_in_its_own_transaction(

@@ -45,7 +45,7 @@ def metadata(column: str) -> MetaData:
 @pytest.fixture
 def project(tmp_path: Path, database_url: str, db: psycopg.Connection) -> Project:
     db.execute(
-        "CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL DEFAULT '', balance int DEFAULT 0);"
+        "CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL, balance int DEFAULT 0);"
         f"INSERT INTO accounts (name) SELECT 'seed-' || g FROM generate_series(1, {ROWS}) g;"
         "CREATE INDEX accounts_name_idx ON accounts (name);"
         "ANALYZE accounts"

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import EXIT_REFUSED, BadInput
-from .common import Common, command
+from .common import Common, command, env_flag
 
 
 def register(app: typer.Typer) -> None:
@@ -62,6 +62,10 @@ def register(app: typer.Typer) -> None:
         engine = common.engine()
         from ..urls import normalize
 
+        if sql and force_contract:
+            raise BadInput(
+                "--force-contract cannot be combined with --sql: a script cannot record who forced it"
+            )
         if sql:
             from ..revisions.offline_script import offline_sql
 
@@ -70,6 +74,8 @@ def register(app: typer.Typer) -> None:
                 sys.stdout.write(offline_sql(project, engine, normalize(url), phase))
             return 0
         force = {p: (reason or "").strip() for p in (force_contract or [])}
+        # The environment variable means the same as the flag (and is recorded the same way).
+        allow_no_reporters = allow_no_reporters or env_flag("ECM_ALLOW_NO_REPORTERS")
         report = runner.upgrade(
             project,
             engine,
@@ -132,6 +138,8 @@ def _render(common: Common, doc: dict[str, Any]) -> None:
     for c in doc["contracts"]["applied"]:
         common.say(f"contract {c['plan_id']} applied" + (" (forced)" if c.get("forced") else ""))
     _render_held(common, doc)
+    for c in doc["contracts"].get("skipped", []):
+        common.say(f"contract {c['plan_id']} skipped: {c['reason']}")
     if not any(
         (
             doc["applied"],

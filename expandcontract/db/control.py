@@ -95,33 +95,41 @@ def _commit(conn: Connection) -> None:
 def ensure(conn: Connection, schema: str | None = None) -> dict[str, Any]:
     """Bring the control schema to head; idempotent and safe to run concurrently.
 
-    The caller's connection must not be inside a transaction it wants to keep: this
-    commits, because a session advisory lock must outlive the DDL transaction.
+    Everything happens in ONE transaction holding a transaction-level advisory lock:
+    PostgreSQL DDL is transactional, so concurrent callers serialize on the lock and the
+    second finds the schema at head, and nothing here depends on a session outliving a
+    transaction (safe behind a transaction-pooling PgBouncer). On an autocommit connection
+    the transaction is opened and closed by hand. A caller's open transaction is committed.
     """
     from alembic import command
 
     schema = schema or control_schema()
     head = head_revision()
+    manual = _autocommit(conn)
     _commit(conn)
     key = lock_key("control:" + schema)
-    conn.exec_driver_sql(f"SELECT pg_advisory_lock({key})")
-    _commit(conn)
+    if manual:
+        conn.exec_driver_sql("BEGIN")
     try:
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({key})")
         before = current_revision(conn, schema)
-        _commit(conn)
         if before != head:
             # Alembic creates its version table before running 0001, so the schema must exist first.
             conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {q(schema)}")
             log.info("control_schema_upgrade", schema=schema, from_revision=before, to_revision=head)
             with _preserved_alembic_proxies():
                 command.upgrade(alembic_config(conn, schema), "head")
-            _commit(conn)
-        return {"schema": schema, "before": before, "version": head, "changed": before != head}
-    finally:
-        if not _autocommit(conn) and conn.in_transaction():
+    except BaseException:
+        if manual:
+            conn.exec_driver_sql("ROLLBACK")
+        elif conn.in_transaction():
             conn.rollback()
-        conn.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
+        raise
+    if manual:
+        conn.exec_driver_sql("COMMIT")
+    else:
         _commit(conn)
+    return {"schema": schema, "before": before, "version": head, "changed": before != head}
 
 
 def offline_sql(schema: str | None = None) -> str:

@@ -138,7 +138,7 @@ def execute(conn: Connection, step: Step, timeouts: Timeouts | None = None) -> s
     try:
         for try_ in Retrying(
             stop=stop_after_attempt(attempts),
-            wait=wait_exponential_jitter(initial=0.1, max=5.0, jitter=0.2),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.2),
             retry=retry_if_exception(retryable),
             before_sleep=before_sleep,
             reraise=True,

@@ -48,9 +48,9 @@ PHASES: tuple[tuple[str, str], ...] = (
 )
 LABELS = dict(PHASES)
 
-# The application's first revision, as a team would have it. `name` has a DEFAULT: until the
-# rename planner drops OLD's NOT NULL before the contract drops the sync trigger, version 2's
-# inserts between those two steps would otherwise fail (they leave `name` to the trigger).
+# The application's first revision, as a team would have it: `name` is NOT NULL without a
+# default, the hard case for the contract (version 2's inserts leave `name` to the trigger, so
+# the contract drops OLD's NOT NULL before it drops the trigger).
 REVISION_0001 = '''"""create accounts
 
 Revision ID: 0001_accounts
@@ -71,7 +71,7 @@ def upgrade() -> None:
     op.create_table(
         "accounts",
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-        sa.Column("name", sa.Text, nullable=False, server_default=""),
+        sa.Column("name", sa.Text, nullable=False),
         sa.Column("email", sa.Text),
         sa.Column("balance", sa.Integer, nullable=False, server_default="0"),
     )

@@ -430,6 +430,24 @@ class _Planner:
                     lock="brief",
                 )
             )
+        if not col.nullable:
+            # Once the trigger is gone nothing fills OLD on new code's inserts; until OLD itself
+            # is dropped (next steps) it must accept NULL or those inserts fail.
+            up.append(
+                Step(
+                    f"drop NOT NULL of {self.old}",
+                    "ddl",
+                    f"ALTER TABLE {self.table_sql} ALTER COLUMN {self.o} DROP NOT NULL",
+                    lock="ACCESS EXCLUSIVE, brief (no scan)",
+                    squawk_ignore=(
+                        (
+                            "ban-drop-not-null",
+                            "part of the contract's deliberate drop of the old column: it loses NOT NULL "
+                            "only on its way out, so new code's inserts succeed once the trigger is gone",
+                        ),
+                    ),
+                )
+            )
         up += self.drop_trigger_steps()
         if col.default is not None:
             up.append(

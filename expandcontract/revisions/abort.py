@@ -96,7 +96,7 @@ def abort_plan(project: Project, engine: Any, url: str, plan_id: str) -> dict[st
             )
         state = "aborted"
     except Refused as exc:
-        steps.append(f"expand not rolled back: {exc}")
+        steps.append(f"expand not rolled back: {exc.message}")
         steps.extend(f"  - {r}" for r in exc.reasons)
     with engine.connect() as conn:
         ledger.set_phase(conn, plan_id, state)

@@ -215,8 +215,16 @@ def allow_no_reporters() -> bool:
 def guard_sql(plan: dict[str, Any], *, contract: bool) -> str:
     """A DO block that raises, before any DDL, when the contract (or an expand rollback) is unsafe."""
     s = q(control_schema())
-    ttl = get("ECM_LIVE_TTL")
-    ttl_sql = f"make_interval(secs => {float(ttl)})" if ttl else "make_interval(secs => 3 * i.interval_s)"
+    from ..errors import BadInput
+    from ..guard import parse_ttl
+
+    try:
+        ttl = parse_ttl(get("ECM_LIVE_TTL"))
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    ttl_sql = (
+        f"make_interval(secs => {ttl!r})" if ttl is not None else "make_interval(secs => 3 * i.interval_s)"
+    )
     removes: dict[str, list[str]] = plan["removes"] if contract else plan["adds"]
     what = literal("contract" if contract else "rollback of expand")
     plan_id = literal(plan["plan_id"])

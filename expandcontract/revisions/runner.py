@@ -37,6 +37,7 @@ class Report:
     backfills: list[dict[str, Any]] = field(default_factory=list)
     contracts_applied: list[dict[str, Any]] = field(default_factory=list)
     held: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -45,7 +46,7 @@ class Report:
             "applied": self.applied,
             "pending": self.pending,
             "backfills": self.backfills,
-            "contracts": {"applied": self.contracts_applied, "held": self.held},
+            "contracts": {"applied": self.contracts_applied, "held": self.held, "skipped": self.skipped},
         }
 
 
@@ -251,6 +252,13 @@ def _contracts(
             continue
         plan_id = plan["plan_id"]
         with engine.connect() as conn:
+            row = ledger.get_plan(conn, plan_id) if ledger.plans(conn) else None
+            if row is not None and row["phase"] == "aborted":
+                conn.rollback()
+                report.skipped.append(
+                    {**info, "reason": f"plan {plan_id} was aborted; delete its revision files"}
+                )
+                continue
             decision = decide_contract(conn, plan, allow_no_reporters=allow_no_reporters)
             conn.rollback()
         forced = plan_id in force

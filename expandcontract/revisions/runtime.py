@@ -51,30 +51,36 @@ def run_phase(
         emit_phase(plan, phase, direction, steps, revision=revision)
         return
     with ctx.autocommit_block():
-        conn = op.get_bind()
-        run_live(conn, plan, phase, direction, steps, revision=revision)
+        direct_url = get("ECM_DIRECT_DATABASE_URL")
+        if not direct_url:
+            run_live(op.get_bind(), plan, phase, direction, steps, revision=revision)
+            return
+        # Session settings (lock_timeout) and the per-plan session advisory lock do not
+        # survive a transaction-pooling PgBouncer: run the whole phase on a direct connection.
+        from sqlalchemy import pool
+
+        from ..db.engine import create
+
+        engine = create(direct_url, poolclass=pool.NullPool)
+        try:
+            with engine.connect() as direct:
+                direct = direct.execution_options(isolation_level="AUTOCOMMIT")
+                run_live(direct, plan, phase, direction, steps, revision=revision)
+        finally:
+            engine.dispose()
 
 
 @contextmanager
 def plan_lock(conn: Connection, plan_id: str) -> Iterator[None]:
     """Session advisory lock per plan: two runners never work on the same plan at once.
 
-    Session locks need a direct (not transaction-pooled) connection; when the migration
-    runs through PgBouncer in transaction mode, set ECM_DIRECT_DATABASE_URL and the lock
-    is held on a separate direct connection instead.
+    Session locks need a direct (not transaction-pooled) connection: behind PgBouncer in
+    transaction mode, set ECM_DIRECT_DATABASE_URL and run_phase uses it for the whole phase.
     """
     from ..db.control import lock_key
 
     key = lock_key("plan:" + plan_id)
-    direct_url = get("ECM_DIRECT_DATABASE_URL")
-    if direct_url:
-        from ..db.engine import create
-
-        engine = create(direct_url, poolclass=None)
-        holder = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    else:
-        engine = None
-        holder = conn
+    holder = conn
     try:
         if not holder.exec_driver_sql(f"SELECT pg_try_advisory_lock({key})").scalar():
             log.info("plan_lock_wait", plan_id=plan_id, detail="another runner works on this plan; waiting")
@@ -82,12 +88,7 @@ def plan_lock(conn: Connection, plan_id: str) -> Iterator[None]:
             holder.exec_driver_sql(f"SELECT pg_advisory_lock({key})")
         yield
     finally:
-        try:
-            holder.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
-        finally:
-            if engine is not None:
-                holder.close()
-                engine.dispose()
+        holder.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
 
 
 def _truthy(name: str) -> bool:
@@ -124,12 +125,27 @@ def run_live(
             table=plan["table"],
             spec=_ledger_spec(plan),
         )
-        if direction == "upgrade":
-            ledger.set_phase(conn, plan_id, f"{phase}ing" if phase != "backfill" else "backfilling")
+        if (
+            direction == "downgrade"
+            and phase != "contract"
+            and existing
+            and existing["phase"] == "contracted"
+        ):
+            raise Refused(
+                f"rollback of {phase} of {plan_id} refused: its contract is applied, so the new column is the "
+                "only copy of the data",
+                [
+                    f"roll back the contract first: alembic -n ecm_contracts downgrade {plan_id}@base (or ecm abort {plan_id})"
+                ],
+            )
+        marked = direction != "upgrade"
         log.info("phase_start", plan_id=plan_id, phase=label, revision=revision, steps=len(steps))
         timeouts = executor.Timeouts.from_env()
         try:
             for step in steps:
+                if not marked and step.kind != "guard":  # a refused guard leaves the phase untouched
+                    ledger.set_phase(conn, plan_id, f"{phase}ing" if phase != "backfill" else "backfilling")
+                    marked = True
                 entry = ledger.start(conn, plan_id=plan_id, revision=revision, phase=label, step=step.name)
                 try:
                     if step.kind == "guard":
@@ -205,7 +221,8 @@ def backfill_problems(conn: Connection, plan: dict[str, Any]) -> list[str]:
     if not result.ok:
         keys = ", ".join(str(k) for k in list(result.mismatches)[:5])
         return [
-            f"{len(result.mismatches)}+ rows of {plan['schema']}.{plan['table']} are out of step (first keys: {keys})"
+            f"{len(result.mismatches)}+ rows of {plan['schema']}.{plan['table']} are out of step "
+            f"(first keys: {keys}): recopy them with `ecm backfill {plan_id} --restart`"
         ]
     return []
 

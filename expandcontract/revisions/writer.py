@@ -114,7 +114,7 @@ def _docstring(plan: Plan, phase: Phase, revision: str, down: str | None, messag
         f"Deploy after: {phase.after}\n"
         f"Roll back: {phase.rollback}\n"
         f"Run: {RUN_COMMAND[phase.name].format(plan_id=plan.plan_id)}\n\n"
-        f"Upgrade steps (each its own short transaction, lock_timeout + retries):\n{steps}\n\n"
+        f"Upgrade steps (each its own short transaction; DDL with lock_timeout + bounded retries, CONCURRENTLY/VALIDATE without timeouts):\n{steps}\n\n"
         f"Downgrade steps:\n{undo}\n\n"
         f"Revision ID: {revision}\n"
         f"Revises: {down or ''}\n"
