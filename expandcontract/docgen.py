@@ -250,13 +250,24 @@ def _help_names(node: Node) -> str:
 
 
 def _common(leaves: list[Node]) -> list[tuple[Any, ...]]:
-    """Options every leaf command takes, in the order of the first one."""
+    """Options most leaf commands take identically, in the order of the first one.
+
+    A command whose variant differs (``ecm demo``'s --database-url help) lists its own
+    variant in its options table, which the reader sees next to the common ones.
+    """
     if len(leaves) < 2:
         return []
-    shared = {_signature(p) for p in _visible(leaves[0].command.params) if not _is_argument(p)}
-    for leaf in leaves[1:]:
-        shared &= {_signature(p) for p in _visible(leaf.command.params) if not _is_argument(p)}
-    return [_signature(p) for p in _visible(leaves[0].command.params) if _signature(p) in shared]
+    counts: dict[tuple[Any, ...], int] = {}
+    order: list[tuple[Any, ...]] = []
+    for leaf in leaves:
+        for p in _visible(leaf.command.params):
+            if _is_argument(p):
+                continue
+            sig = _signature(p)
+            if sig not in counts:
+                order.append(sig)
+            counts[sig] = counts.get(sig, 0) + 1
+    return [sig for sig in order if counts[sig] * 2 > len(leaves)]
 
 
 def _summary(command: Any) -> str:
@@ -300,9 +311,13 @@ def render(root: Any | None = None) -> str:
             "(for example `ecm status --json`).",
             "",
         ]
-        first = leaves[0]
-        params = [p for p in _visible(first.command.params) if _signature(p) in common_set]
-        out += [*_options_table(params, first.ctx), ""]
+        seen: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+        for leaf in leaves:
+            for p in _visible(leaf.command.params):
+                if _signature(p) in common_set and _signature(p) not in seen:
+                    seen[_signature(p)] = (p, leaf.ctx)
+        rows = _options_table([seen[sig][0] for sig in common], leaves[0].ctx)
+        out += [*rows, ""]
 
     for node in rest:
         cmd = node.command

@@ -171,8 +171,24 @@ def run(common: Common, body: Callable[[], int | None]) -> None:
         raise typer.Exit(code)
 
 
-def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
-    """Register ``fn(common, **own_options)`` as a command that also takes the common options."""
+def _database_url_option(help_text: str) -> Any:
+    return Annotated[
+        str | None,
+        typer.Option("--database-url", envvar="ECM_DATABASE_URL", help=help_text, show_envvar=True),
+    ]
+
+
+def command(
+    app: typer.Typer, name: str | None = None, *, database_url_help: str | None = None, **kwargs: Any
+) -> Callable[[F], F]:
+    """Register ``fn(common, **own_options)`` as a command that also takes the common options.
+
+    ``database_url_help`` replaces the shared --database-url help for a command whose default
+    differs (``ecm demo`` uses the embedded server).
+    """
+    common_options = dict(_COMMON)
+    if database_url_help:
+        common_options["database_url"] = (_database_url_option(database_url_help), None)
 
     def decorator(fn: F) -> F:
         hints = typing.get_type_hints(fn, include_extras=True)
@@ -183,7 +199,7 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callabl
         ]
         extra = [
             inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
-            for n, (ann, default) in _COMMON.items()
+            for n, (ann, default) in common_options.items()
         ]
 
         @functools.wraps(fn)
@@ -197,7 +213,7 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callabl
         )
         wrapper.__annotations__ = {
             **{p.name: p.annotation for p in own},
-            **{n: a for n, (a, _) in _COMMON.items()},
+            **{n: a for n, (a, _) in common_options.items()},
         }
         app.command(name, **kwargs)(wrapper)
         return fn

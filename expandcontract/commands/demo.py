@@ -11,7 +11,12 @@ from .common import Common, command
 
 
 def register(app: typer.Typer) -> None:
-    @command(app, "demo")
+    @command(
+        app,
+        "demo",
+        database_url_help="Server to run the demo on (it creates and drops its own database there). "
+        "Default: the embedded PostgreSQL 18 (`embedded`); the Alembic config is not used.",
+    )
     def demo(
         common: Common,
         rows: Annotated[
