@@ -351,7 +351,10 @@ class _Run:
         self.settings_sql = (
             f"SELECT set_config('{TRIGGER_SKIP_SETTING}', 'on', true), "
             f"set_config('lock_timeout', '{int(options.lock_timeout_ms)}ms', true), "
-            f"set_config('statement_timeout', '{int(timeout)}ms', true)"
+            f"set_config('statement_timeout', '{int(timeout)}ms', true), "
+            # A worker frozen mid-batch (SIGSTOP, a paused VM) would hold its row locks and
+            # its checkpoint row forever; the server ends such a session, freeing the chunk.
+            f"set_config('idle_in_transaction_session_timeout', '{int(timeout)}ms', true)"
             + (", set_config('synchronous_commit', 'off', true)" if options.synchronous_commit_off else "")
         )
 
