@@ -221,7 +221,7 @@ def backfill_problems(conn: Connection, plan: dict[str, Any]) -> list[str]:
     if not result.ok:
         keys = ", ".join(str(k) for k in list(result.mismatches)[:5])
         return [
-            f"{len(result.mismatches)}+ rows of {plan['schema']}.{plan['table']} are out of step "
+            f"{result.mismatch_count} rows of {plan['schema']}.{plan['table']} are out of step "
             f"(first keys: {keys}): recopy them with `ecm backfill {plan_id} --restart`"
         ]
     return []
