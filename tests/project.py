@@ -84,11 +84,15 @@ def columns(
 def constraints(
     conn: psycopg.Connection[tuple[object, ...]], table: str, schema: str = "public"
 ) -> dict[str, tuple[str, bool]]:
-    """name -> (definition, validated) for a table's constraints."""
+    """name -> (definition, validated) for a table's constraints.
+
+    NOT NULL constraints (catalogued from PostgreSQL 18 on) are left out: `columns()` reports
+    nullability the same way on every version.
+    """
     rows = conn.execute(
         """
         SELECT conname, pg_get_constraintdef(c.oid), convalidated FROM pg_constraint c
-        WHERE conrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))
+        WHERE conrelid = to_regclass(format('%%I.%%I', %s::text, %s::text)) AND contype <> 'n'
         """,
         (schema, table),
     ).fetchall()
