@@ -31,8 +31,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import structlog
 
@@ -53,6 +55,17 @@ log = structlog.get_logger("expandcontract.backfill")
 #: SQLSTATEs after which a batch is simply retried smaller: lock_not_available
 #: (lock_timeout), query_canceled (statement_timeout), deadlock, serialization failure.
 RETRYABLE = {"55P03", "57014", "40P01", "40001"}
+
+_T = TypeVar("_T")
+
+
+class _Retry(Enum):
+    """Sentinel: the batch failed retryably and the retry policy says try again."""
+
+    RETRY = "retry"
+
+
+RETRY: Final = _Retry.RETRY
 
 
 @dataclass
@@ -621,8 +634,35 @@ class _Worker:
 
     # -- batches
 
-    def keys(self, conn: psycopg.Connection[Any], chunk: Chunk) -> None:
+    def batch(
+        self, conn: psycopg.Connection[Any], chunk: Chunk, body: Callable[[], _T]
+    ) -> _T | _Retry | None:
+        """One batch: its own transaction with the batch's session settings around ``body``.
+
+        ``body`` writes the checkpoint (raising _LeaseLost when the lease is gone). Returns
+        body's result, RETRY after a retryable error the retry policy accepts, or None when
+        the chunk is lost to this worker (the caller stops working on it).
+        """
         import psycopg
+
+        try:
+            with conn.transaction():
+                conn.execute(self.run.settings_sql)
+                result = body()
+        except _LeaseLost:
+            self.lost(chunk)
+            return None
+        except psycopg.Error as exc:
+            if _sqlstate(exc) in RETRYABLE and self.retry(conn, chunk, exc):
+                return RETRY
+            if _sqlstate(exc) in RETRYABLE:
+                self.lost(chunk)
+                return None
+            raise
+        self.retries_in_row = 0
+        return result
+
+    def keys(self, conn: psycopg.Connection[Any], chunk: Chunk) -> None:
 
         r = self.run.target.ranges
         spec = self.run.spec
@@ -631,38 +671,35 @@ class _Worker:
         while self.between_batches(conn, chunk):
             size = self.sizer.size
             t0 = time.perf_counter()
-            try:
-                with conn.transaction():
-                    conn.execute(self.run.settings_sql)
-                    params = r.params(last, hi)
-                    row = conn.execute(
-                        r.bound_sql(last is not None, hi is not None), {**params, "off": size - 1}
-                    ).fetchone()
-                    if row is not None:
-                        upper: Key | None = tuple(row)
-                        rows, final = size, False
-                    else:
-                        count = conn.execute(r.count_sql(last is not None, hi is not None), params).fetchone()
-                        rows, final, upper = int(count[0]) if count else 0, True, hi
-                    if not self.checkpoint(conn, chunk, upper, rows, final):
-                        raise _LeaseLost
-                    updated = 0
-                    if rows:
-                        cur = conn.execute(
-                            r.update_sql(spec, last is not None, upper is not None), r.params(last, upper)
-                        )
-                        updated = max(cur.rowcount, 0)
-            except _LeaseLost:
-                self.lost(chunk)
+
+            def body(last: Key | None = last, size: int = size) -> tuple[int, bool, Key | None, int]:
+                params = r.params(last, hi)
+                row = conn.execute(
+                    r.bound_sql(last is not None, hi is not None), {**params, "off": size - 1}
+                ).fetchone()
+                if row is not None:
+                    upper: Key | None = tuple(row)
+                    rows, final = size, False
+                else:
+                    count = conn.execute(r.count_sql(last is not None, hi is not None), params).fetchone()
+                    rows, final, upper = int(count[0]) if count else 0, True, hi
+                if not self.checkpoint(conn, chunk, upper, rows, final):
+                    raise _LeaseLost
+                updated = 0
+                if rows:
+                    cur = conn.execute(
+                        r.update_sql(spec, last is not None, upper is not None), r.params(last, upper)
+                    )
+                    updated = max(cur.rowcount, 0)
+                return rows, final, upper, updated
+
+            outcome = self.batch(conn, chunk, body)
+            if outcome is RETRY:
+                continue
+            if outcome is None:
                 return
-            except psycopg.Error as exc:
-                if _sqlstate(exc) in RETRYABLE and self.retry(conn, chunk, exc):
-                    continue
-                if _sqlstate(exc) in RETRYABLE:
-                    self.lost(chunk)
-                    return
-                raise
-            self.retries_in_row = 0
+            assert isinstance(outcome, tuple)
+            rows, final, upper, updated = outcome
             took = time.perf_counter() - t0
             self.sizer.observe(took, rows)
             log.debug(
@@ -688,7 +725,6 @@ class _Worker:
         changes nothing jumps to the next existing key, so a gap costs one lookup. Rows
         done are the rows the batch changed (exact, since the count commits with it).
         """
-        import psycopg
 
         assert self.run.dense is not None
         r = self.run.target.ranges
@@ -703,24 +739,21 @@ class _Worker:
             upper = end if to_end else min(last + self.sizer.size, end)
             final = upper >= end
             t0 = time.perf_counter()
-            try:
-                with conn.transaction():
-                    conn.execute(self.run.settings_sql)
-                    cur = conn.execute(update_sql, r.params((str(last),), (str(upper),)))
-                    updated = max(cur.rowcount, 0)
-                    if not self.checkpoint(conn, chunk, (str(upper),), updated, final):
-                        raise _LeaseLost
-            except _LeaseLost:
-                self.lost(chunk)
+
+            def body(last: int = last, upper: int = upper, final: bool = final) -> int:
+                cur = conn.execute(update_sql, r.params((str(last),), (str(upper),)))
+                updated = max(cur.rowcount, 0)
+                if not self.checkpoint(conn, chunk, (str(upper),), updated, final):
+                    raise _LeaseLost
+                return updated
+
+            outcome = self.batch(conn, chunk, body)
+            if outcome is RETRY:
+                continue
+            if outcome is None:
                 return
-            except psycopg.Error as exc:
-                if _sqlstate(exc) in RETRYABLE and self.retry(conn, chunk, exc):
-                    continue
-                if _sqlstate(exc) in RETRYABLE:
-                    self.lost(chunk)
-                    return
-                raise
-            self.retries_in_row = 0
+            assert isinstance(outcome, int)
+            updated = outcome
             took = time.perf_counter() - t0
             self.sizer.observe(took, 0 if final else None)
             log.debug(
@@ -744,7 +777,6 @@ class _Worker:
                     last = int(row[0]) - 1
 
     def pages(self, conn: psycopg.Connection[Any], chunk: Chunk) -> None:
-        import psycopg
 
         p = self.run.target.pages
         spec = self.run.spec
@@ -756,26 +788,23 @@ class _Worker:
             stop = min(page + self.sizer.size, end_page)
             final = stop >= end_page
             t0 = time.perf_counter()
-            try:
-                with conn.transaction():
-                    conn.execute(self.run.settings_sql)
-                    updated = 0
-                    if stop > page:
-                        cur = conn.execute(update_sql, p.params(page, stop))
-                        updated = max(cur.rowcount, 0)
-                    if not self.checkpoint(conn, chunk, (str(stop),), updated, final):
-                        raise _LeaseLost
-            except _LeaseLost:
-                self.lost(chunk)
+
+            def body(page: int = page, stop: int = stop, final: bool = final) -> int:
+                updated = 0
+                if stop > page:
+                    cur = conn.execute(update_sql, p.params(page, stop))
+                    updated = max(cur.rowcount, 0)
+                if not self.checkpoint(conn, chunk, (str(stop),), updated, final):
+                    raise _LeaseLost
+                return updated
+
+            outcome = self.batch(conn, chunk, body)
+            if outcome is RETRY:
+                continue
+            if outcome is None:
                 return
-            except psycopg.Error as exc:
-                if _sqlstate(exc) in RETRYABLE and self.retry(conn, chunk, exc):
-                    continue
-                if _sqlstate(exc) in RETRYABLE:
-                    self.lost(chunk)
-                    return
-                raise
-            self.retries_in_row = 0
+            assert isinstance(outcome, int)
+            updated = outcome
             self.sizer.observe(time.perf_counter() - t0, None if not final else 0)
             self.run.add(rows_done=updated, rows_updated=updated, batches=1)
             page = stop
