@@ -308,9 +308,9 @@ class _Planner:
 
         down: list[Step] = [self.guard_step("expand-downgrade")]
         for fk in self.f.referenced_by:
-            down.append(self.drop_constraint(fk.schema, fk.table, self.fk_names[fk.name]))
+            down.append(self.drop_constraint(fk.schema, fk.table, self.fk_names[fk.name], foreign_key=True))
         for fk in self.f.foreign_keys:
-            down.append(self.drop_constraint(self.s, self.f.name, self.fk_names[fk.name]))
+            down.append(self.drop_constraint(self.s, self.f.name, self.fk_names[fk.name], foreign_key=True))
         for ix in self.indexes:
             if ix.constraint and ix.unique:  # the contract (since rolled back) made it a constraint
                 down.append(self.drop_constraint(self.s, self.f.name, self.index_names[ix.name]))
@@ -338,12 +338,12 @@ class _Planner:
             ),
         )
 
-    def drop_constraint(self, schema: str, table: str, name: str) -> Step:
+    def drop_constraint(self, schema: str, table: str, name: str, *, foreign_key: bool = False) -> Step:
         return Step(
             f"drop constraint {name}",
             "ddl",
             f"ALTER TABLE {qualified(schema, table)} DROP CONSTRAINT IF EXISTS {q(name)}",
-            lock="ACCESS EXCLUSIVE, brief",
+            lock="ACCESS EXCLUSIVE on both tables, brief" if foreign_key else "ACCESS EXCLUSIVE, brief",
             squawk_ignore=(
                 (
                     "ban-drop-constraint",
@@ -459,7 +459,7 @@ class _Planner:
                 )
             )
         for fk in self.f.referenced_by:
-            up.append(self.drop_constraint(fk.schema, fk.table, fk.name))
+            up.append(self.drop_constraint(fk.schema, fk.table, fk.name, foreign_key=True))
         up.append(
             Step(
                 f"drop column {self.old}",
