@@ -192,6 +192,36 @@ class _Planner:
             )
         ]
 
+    def add_column(self, column: str, label: str) -> Step:
+        """The column with OLD's type and collation, nullable and without a default (no rewrite)."""
+        return Step(
+            label,
+            "ddl",
+            f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS {q(column)} {self.type_sql}",
+            lock="ACCESS EXCLUSIVE, brief (nullable, no default: no rewrite)",
+            squawk_ignore=(("prefer-text-field", "type copied unchanged from the old column"),)
+            if "character varying" in self.type_sql
+            else (),
+        )
+
+    def unique_using_index(self, constraint: str, index: str) -> Step:
+        return Step(
+            f"unique constraint {constraint} using its index",
+            "ddl",
+            f"ALTER TABLE {self.table_sql} ADD CONSTRAINT {q(constraint)} UNIQUE USING INDEX {q(index)}",
+            lock="ACCESS EXCLUSIVE, brief (no scan: the index exists)",
+            skip_if=self.constraint_exists(self.s, self.f.name, constraint),
+        )
+
+    def rename_index(self, current: str, target: str) -> Step:
+        return Step(
+            f"rename index {current} to {target}",
+            "ddl",
+            f"ALTER INDEX IF EXISTS {qualified(self.s, current)} RENAME TO {q(target)}",
+            lock="ACCESS EXCLUSIVE on the index's table, brief",
+            squawk_ignore=(("renaming-column", "opt-in --rename-to-old-names"),),
+        )
+
     def add_not_null_check(self, column: str, check: str) -> Step:
         """NOT NULL carried as a NOT VALID check: enforced on new writes, no scan, no long lock."""
         return Step(
@@ -253,15 +283,7 @@ class _Planner:
     # -- phases ------------------------------------------------------------------
     def expand(self) -> Phase:
         up: list[Step] = [
-            Step(
-                f"add column {self.new}",
-                "ddl",
-                f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS {self.n} {self.type_sql}",
-                lock="ACCESS EXCLUSIVE, brief (nullable, no default: no rewrite)",
-                squawk_ignore=(("prefer-text-field", "type copied unchanged from the old column"),)
-                if "character varying" in self.type_sql
-                else (),
-            ),
+            self.add_column(self.new, f"add column {self.new}"),
             *self.trigger_steps(self.old, self.new),
         ]
         if not self.f.column.nullable:
@@ -412,15 +434,7 @@ class _Planner:
         for ix in self.indexes:
             if ix.constraint and ix.unique and not ix.primary:
                 name = self.index_names[ix.name]
-                up.append(
-                    Step(
-                        f"unique constraint {name} using its index",
-                        "ddl",
-                        f"ALTER TABLE {self.table_sql} ADD CONSTRAINT {q(name)} UNIQUE USING INDEX {q(name)}",
-                        lock="ACCESS EXCLUSIVE, brief (no scan: the index exists)",
-                        skip_if=self.constraint_exists(self.s, self.f.name, name),
-                    )
-                )
+                up.append(self.unique_using_index(name, name))
         if col.owned_sequence:
             up.append(
                 Step(
@@ -473,16 +487,7 @@ class _Planner:
         )
         if self.op.rename_to_old_names:
             for ix in self.indexes:
-                new_name = self.index_names[ix.name]
-                up.append(
-                    Step(
-                        f"rename index {new_name} to {ix.name}",
-                        "ddl",
-                        f"ALTER INDEX IF EXISTS {qualified(self.s, new_name)} RENAME TO {q(ix.name)}",
-                        lock="ACCESS EXCLUSIVE on the index's table, brief",
-                        squawk_ignore=(("renaming-column", "opt-in --rename-to-old-names"),),
-                    )
-                )
+                up.append(self.rename_index(self.index_names[ix.name], ix.name))
 
         down = self.contract_downgrade()
         return Phase(
@@ -506,23 +511,8 @@ class _Planner:
         down: list[Step] = []
         if self.op.rename_to_old_names:
             for ix in self.indexes:
-                new_name = self.index_names[ix.name]
-                down.append(
-                    Step(
-                        f"rename index {ix.name} back to {new_name}",
-                        "ddl",
-                        f"ALTER INDEX IF EXISTS {qualified(self.s, ix.name)} RENAME TO {q(new_name)}",
-                        lock="ACCESS EXCLUSIVE on the index's table, brief",
-                    )
-                )
-        down.append(
-            Step(
-                f"re-add column {self.old}",
-                "ddl",
-                f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS {self.o} {self.type_sql}",
-                lock="ACCESS EXCLUSIVE, brief (nullable, no default: no rewrite)",
-            )
-        )
+                down.append(self.rename_index(ix.name, self.index_names[ix.name]))
+        down.append(self.add_column(self.old, f"re-add column {self.old}"))
         if col.default is not None:
             down.append(
                 Step(
@@ -580,15 +570,7 @@ class _Planner:
         for ix in self.indexes:
             down.append(self.index_step(ix, ix.name, self.old_index_definition(ix)))
             if ix.constraint and ix.unique:
-                down.append(
-                    Step(
-                        f"unique constraint {ix.constraint} using its index",
-                        "ddl",
-                        f"ALTER TABLE {self.table_sql} ADD CONSTRAINT {q(ix.constraint)} UNIQUE USING INDEX {q(ix.name)}",
-                        lock="ACCESS EXCLUSIVE, brief (no scan: the index exists)",
-                        skip_if=self.constraint_exists(self.s, self.f.name, ix.constraint),
-                    )
-                )
+                down.append(self.unique_using_index(ix.constraint, ix.name))
         for fk in (*self.f.foreign_keys, *self.f.referenced_by):
             down.append(
                 Step(
