@@ -68,18 +68,8 @@ def _render_status(common: Common, doc: dict[str, Any]) -> None:
     else:
         common.say("plans: none")
     if doc["instances"]:
-        table = Table(title="application instances")
-        for col in ("app", "version", "host", "pid", "state", "last seen"):
-            table.add_column(col)
-        for i in doc["instances"]:
-            table.add_row(
-                i["app"],
-                i["version"],
-                i["host"],
-                str(i["pid"]),
-                i["state"],
-                f"{i['seconds_since_heartbeat']:.0f} s ago",
-            )
-        common.say(table)
+        from .live import instances_table
+
+        common.say(instances_table(doc["instances"], title="application instances", maps=False))
     else:
         common.say("live instances: none reported")

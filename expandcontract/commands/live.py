@@ -70,7 +70,6 @@ def _instances_doc(conn: Connection, include_all: bool) -> dict[str, Any]:
 
 
 def _render_instances(common: Common, doc: dict[str, Any]) -> None:
-    from rich.table import Table
 
     if not doc["initialized"]:
         common.say(f"control schema [bold]{doc['control_schema']}[/] not initialized: no instances")
@@ -78,21 +77,29 @@ def _render_instances(common: Common, doc: dict[str, Any]) -> None:
     if not doc["instances"]:
         common.say("no instances reported")
         return
-    table = Table(title="instances")
-    for col in ("app", "version", "host", "pid", "state", "last seen", "maps"):
+    common.say(instances_table(doc["instances"], title="instances", maps=True))
+
+
+def instances_table(instances: list[dict[str, Any]], *, title: str, maps: bool) -> Any:
+    """The instances as a Rich table; `ecm instances` and `ecm status` show the same rows."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("app", "version", "host", "pid", "state", "last seen", *(("maps",) if maps else ())):
         table.add_column(col)
-    for i in doc["instances"]:
-        maps = "; ".join(f"{t}({', '.join(c)})" for t, c in i["uses"].items())
-        table.add_row(
+    for i in instances:
+        row = [
             i["app"],
             i["version"],
             i["host"],
             str(i["pid"]),
             i["state"],
             f"{_seconds(i['seconds_since_heartbeat'])} ago",
-            maps,
-        )
-    common.say(table)
+        ]
+        if maps:
+            row.append("; ".join(f"{t}({', '.join(c)})" for t, c in i["uses"].items()))
+        table.add_row(*row)
+    return table
 
 
 def _load_metadata(target: str) -> MetaData:

@@ -151,14 +151,8 @@ def _write(project: Any, plan: Plan, message: str | None, dry_run: bool) -> list
 
 def _document(plan: Plan, files: list[dict[str, Any]], dry_run: bool) -> dict[str, Any]:
     return {
-        "plan_id": plan.plan_id,
-        "operation": plan.operation,
-        "schema": plan.schema,
-        "table": plan.table,
-        "title": plan.title,
+        **plan.header(),
         "dry_run": dry_run,
-        "removes": plan.removes,
-        "adds": plan.adds,
         "files": files,
         "phases": [
             {

@@ -82,12 +82,14 @@ class Plan:
                 return phase
         raise KeyError(name)
 
-    def ledger_spec(self) -> dict[str, Any]:
-        """What ``ecm.plans.spec`` stores: enough for ecm backfill/verify/guard to work alone."""
+    def header(self) -> dict[str, Any]:
+        """What identifies the plan and what it changes: shared by revision files and --json."""
         return {
-            **self.spec,
+            "plan_id": self.plan_id,
+            "operation": self.operation,
+            "schema": self.schema,
+            "table": self.table,
+            "title": self.title,
             "removes": self.removes,
             "adds": self.adds,
-            "backfill": self.backfill,
-            "reverse_backfill": self.reverse_backfill,
         }

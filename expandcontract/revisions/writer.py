@@ -88,13 +88,7 @@ def _steps_code(steps: tuple[Step, ...]) -> str:
 
 def frozen_plan(plan: Plan, revisions: dict[str, str]) -> dict[str, Any]:
     return {
-        "plan_id": plan.plan_id,
-        "operation": plan.operation,
-        "schema": plan.schema,
-        "table": plan.table,
-        "title": plan.title,
-        "removes": plan.removes,
-        "adds": plan.adds,
+        **plan.header(),
         "backfill": plan.backfill,
         "reverse_backfill": plan.reverse_backfill,
         "revisions": revisions,
