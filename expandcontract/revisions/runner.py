@@ -123,12 +123,19 @@ def _plan_of(script: Script) -> dict[str, Any] | None:
     return plan if isinstance(plan, dict) else None
 
 
-def decide_contract(conn: Connection, plan: dict[str, Any], *, allow_no_reporters: bool) -> Any:
+def decide_contract(
+    conn: Connection, plan: dict[str, Any], *, allow_no_reporters: bool, verified: bool = False
+) -> Any:
+    """The guard's verdict before running a contract revision (which runs the guard again itself).
+
+    ``verified``: this run's backfill phase just verified the plan's rows, so the table is not
+    scanned a second time here.
+    """
     from ..live.guard_check import check_contract
     from .runtime import backfill_problems
 
     try:
-        problems = backfill_problems(conn, plan)
+        problems = backfill_problems(conn, plan, already_verified=verified)
     except Exception as exc:  # fail closed: we could not prove the data is in step
         problems = [f"could not verify the backfill of {plan['plan_id']}: {str(exc).splitlines()[0]}"]
     return check_contract(
@@ -259,7 +266,8 @@ def _contracts(
                     {**info, "reason": f"plan {plan_id} was aborted; delete its revision files"}
                 )
                 continue
-            decision = decide_contract(conn, plan, allow_no_reporters=allow_no_reporters)
+            verified = any(b["plan_id"] == plan_id and b.get("verified") for b in report.backfills)
+            decision = decide_contract(conn, plan, allow_no_reporters=allow_no_reporters, verified=verified)
             conn.rollback()
         forced = plan_id in force
         if dry_run:
