@@ -36,9 +36,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import structlog
-
 from ..errors import BadInput, OperationalError
+from ..log import get_logger
 from ..settings import control_schema
 from ..sql.quoting import literal, qualified
 from .health import AllProbes, DatabaseProbe, HealthProbe, ProbeContext
@@ -50,7 +49,7 @@ if TYPE_CHECKING:
     import psycopg
     from sqlalchemy.engine import Engine
 
-log = structlog.get_logger("expandcontract.backfill")
+log = get_logger("expandcontract.backfill")
 
 #: SQLSTATEs after which a batch is simply retried smaller: lock_not_available
 #: (lock_timeout), query_canceled (statement_timeout), deadlock, serialization failure.

@@ -13,9 +13,9 @@ import time
 from types import TracebackType
 from typing import Any
 
-import structlog
+from ..log import get_logger
 
-log = structlog.get_logger("expandcontract.backfill")
+log = get_logger("expandcontract.backfill")
 
 
 class Rate:

@@ -11,8 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
+from ..log import get_logger
 from ..settings import control_schema
 from ..sql.quoting import literal, q
 
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
 VERSION_TABLE = "schema_version"
-log = structlog.get_logger("expandcontract.control")
+log = get_logger("expandcontract.control")
 
 
 def migrations_dir() -> Path:

@@ -10,7 +10,7 @@ from ..errors import OperationalError
 from ..urls import normalize, redact
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.engine import URL, Connection, Engine
 
 
 def first_line(exc: BaseException) -> str:
@@ -25,6 +25,60 @@ def create(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", 10)
     return create_engine(normalize(url), **kwargs)
+
+
+def bind_url(bind: Any) -> URL:
+    """The URL of whatever connection or engine the project handed us, password included.
+
+    ``bind`` is a SQLAlchemy Engine, Connection or AsyncEngine/AsyncConnection, whatever
+    its driver. An engine built with the password outside its URL (``connect_args``, a
+    ``creator``) still has it on the live DBAPI connection, so it is read back from there.
+    """
+    engine = getattr(bind, "sync_engine", None) or getattr(bind, "engine", None) or bind
+    engine = getattr(engine, "sync_engine", None) or engine
+    url: URL = engine.url
+    if url.password is None and hasattr(bind, "connection"):
+        password = _dbapi_password(bind)
+        if password:
+            url = url.set(password=password)
+    return url
+
+
+def _dbapi_password(conn: Any) -> str | None:
+    try:
+        raw = conn.connection.driver_connection
+    except Exception:
+        return None
+    info = getattr(raw, "info", None)  # psycopg 3 and psycopg2 (2.8+): ConnectionInfo.password
+    password = getattr(info, "password", None)
+    if password is None:
+        params = getattr(raw, "_params", None)  # asyncpg
+        password = getattr(params, "password", None)
+    return password if isinstance(password, str) and password else None
+
+
+def own_engine(bind: Any, **kwargs: Any) -> Engine:
+    """A psycopg 3 engine of ecm's own for the database ``bind`` is connected to.
+
+    The backfill engine and sessions with their own settings need psycopg 3 itself, while
+    the project's revisions run on whatever driver its ``env.py`` uses (psycopg2, asyncpg
+    under ``run_sync``). Connections come from a NullPool: callers dispose the engine.
+    """
+    from sqlalchemy import pool
+
+    from ..urls import to_psycopg
+
+    kwargs.setdefault("poolclass", pool.NullPool)
+    return create(to_psycopg(bind_url(bind)).render_as_string(hide_password=False), **kwargs)
+
+
+@contextmanager
+def own_engine_for(bind: Any) -> Iterator[Engine]:
+    engine = own_engine(bind)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def as_engine(bind: Engine | str) -> Engine:

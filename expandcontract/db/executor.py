@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import structlog
-
 from ..errors import OperationalError
+from ..log import get_logger
 from ..plan.model import Step
 from ..settings import get
 from ..sql.quoting import literal
@@ -21,7 +20,7 @@ from ..sql.quoting import literal
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-log = structlog.get_logger("expandcontract.executor")
+log = get_logger("expandcontract.executor")
 
 #: SQLSTATEs worth another attempt: lock_not_available, deadlock_detected, serialization_failure.
 RETRYABLE = {"55P03", "40P01", "40001"}

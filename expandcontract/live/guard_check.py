@@ -15,10 +15,9 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
-import structlog
-
 from ..errors import BadInput
 from ..guard import Decision, Instance, decide, parse_ttl, refuse_unknown
+from ..log import get_logger
 from ..settings import control_schema, get
 from ..sql.quoting import q
 from . import registry
@@ -26,7 +25,7 @@ from . import registry
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-log = structlog.get_logger("expandcontract.guard")
+log = get_logger("expandcontract.guard")
 
 OverrideKind = Literal["force-contract", "allow-no-reporters"]
 _OUTCOMES: dict[str, str] = {"force-contract": "forced", "allow-no-reporters": "allowed-no-reporters"}

@@ -33,15 +33,14 @@ from datetime import datetime
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
+from ..log import get_logger
 from .usage import FALLBACK_SCHEMA, schema_usage
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
     from sqlalchemy.engine import URL, Connection, Engine
 
-log = structlog.get_logger("expandcontract.live")
+log = get_logger("expandcontract.live")
 
 #: Longest a stop (or SIGTERM) waits for the deregistration before giving up on it.
 DEREGISTER_TIMEOUT = 5.0

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
-
 from ..errors import BadInput, Refused
+from ..log import get_logger
 from .project import Project
 
-log = structlog.get_logger("expandcontract.abort")
+log = get_logger("expandcontract.abort")
 
 
 def _find(project: Project, plan_id: str) -> dict[str, Any]:

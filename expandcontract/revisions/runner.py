@@ -14,9 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from ..errors import BadInput, Refused
+from ..log import get_logger
 from ..settings import control_schema
 from .project import CONTRACT_VERSION_TABLE, Project
 
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
     from alembic.script import Script, ScriptDirectory
     from sqlalchemy.engine import Connection, Engine
 
-log = structlog.get_logger("expandcontract.runner")
+log = get_logger("expandcontract.runner")
 PHASE_ORDER = ("expand", "backfill", "contract")
 
 

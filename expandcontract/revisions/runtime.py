@@ -13,9 +13,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
-import structlog
-
+from ..db.engine import own_engine_for
 from ..errors import OperationalError, Refused
+from ..log import get_logger
 from ..plan.model import Step
 from ..settings import get
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Step", "run_phase"]
 
-log = structlog.get_logger("expandcontract.runtime")
+log = get_logger("expandcontract.runtime")
 Direction = Literal["upgrade", "downgrade"]
 
 #: Plan phase recorded in the control schema after each phase/direction.
@@ -191,18 +191,16 @@ def _backfill(conn: Connection, plan: dict[str, Any], *, reverse: bool) -> tuple
     from ..db import ledger
 
     plan_id = plan["plan_id"]
-    if reverse:
-        spec = BackfillSpec.from_json(plan["reverse_backfill"])
-        result = run_backfill(conn.engine, spec)
-        return "ran", {"rows": getattr(result, "rows_done", None)}
-    if get("ECM_BACKFILL").lower() == "defer":
+    if not reverse and get("ECM_BACKFILL").lower() == "defer":
         row = ledger.get_plan(conn, plan_id) or {}
         if row.get("backfill_status") != "complete":
             ledger.set_backfill_status(conn, plan_id, "pending")
         log.info("backfill_deferred", plan_id=plan_id, run=f"ecm backfill {plan_id}")
         return "deferred", {}
-    spec = BackfillSpec.from_json(plan["backfill"])
-    result = run_backfill(conn.engine, spec)
+    spec = BackfillSpec.from_json(plan["reverse_backfill" if reverse else "backfill"])
+    # The engine drives psycopg 3 itself, on connections of its own, whatever the project's driver.
+    with own_engine_for(conn) as engine:
+        result = run_backfill(engine, spec)
     return "ran", {"rows": getattr(result, "rows_done", None)}
 
 
@@ -222,7 +220,8 @@ def backfill_problems(conn: Connection, plan: dict[str, Any], *, already_verifie
         return [f"the backfill of {plan_id} is {status}, not complete: run `ecm backfill {plan_id}`"]
     if already_verified:
         return []
-    result = verify(conn.engine, BackfillSpec.from_json(plan["backfill"]))
+    with own_engine_for(conn) as engine:
+        result = verify(engine, BackfillSpec.from_json(plan["backfill"]))
     if not result.ok:
         keys = ", ".join(str(k) for k in list(result.mismatches)[:5])
         return [
@@ -247,7 +246,7 @@ def _guard(
     reason = os.environ.get("ECM_FORCE_REASON", "").strip()
     # The migration's own connection is in autocommit mode here; the guard reads (and the
     # override is recorded) on a connection of its own, in one ordinary transaction.
-    with conn.engine.connect() as gconn:
+    with own_engine_for(conn) as engine, engine.connect() as gconn:
         decision = check_contract(
             gconn,
             removes=removes,
