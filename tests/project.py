@@ -38,7 +38,7 @@ class Project:
         return sorted((self.root / "migrations" / "versions").glob("*.py"))
 
     def contracts(self) -> list[Path]:
-        return sorted((self.root / "contracts" / "versions").glob("*.py"))
+        return sorted((self.root / "migrations" / "contracts" / "versions").glob("*.py"))
 
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(self.url, autocommit=True)

@@ -90,7 +90,7 @@ def test_demo_keep_leaves_the_project_and_database(pg_server: Server, tmp_path: 
         assert Path(str(doc["project"])) == keep.resolve()
         assert (keep / "alembic.ini").is_file()
         app_line = sorted(p.name for p in (keep / "migrations" / "versions").glob("*.py"))
-        contracts = sorted(p.name for p in (keep / "contracts" / "versions").glob("*.py"))
+        contracts = sorted(p.name for p in (keep / "migrations" / "contracts" / "versions").glob("*.py"))
         assert "0001_create_accounts.py" in app_line
         assert any("ecm_expand_rename_accounts_name_full_name" in n for n in app_line)
         assert any("ecm_backfill_rename_accounts_name_full_name" in n for n in app_line)

@@ -59,7 +59,7 @@ def test_bad_input(project: Project, db: psycopg.Connection, args: list[str], me
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("ecm: error:") and message in lines[0], lines[0]
-    assert project.versions() == [] and not (project.root / "contracts").exists()
+    assert project.versions() == [] and not (project.root / "migrations" / "contracts").exists()
     assert snapshot(db) == before
     assert db.execute("SELECT to_regnamespace('ecm')").fetchone() == (None,)
 

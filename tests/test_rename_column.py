@@ -61,7 +61,7 @@ def test_plan_writes_revisions_on_two_lines(project: Project) -> None:
     assert Path(phases["expand"]["path"]).parent == project.root / "migrations" / "versions"
     assert (
         Path(phases["contract"]["path"]).parent.resolve()
-        == (project.root / "contracts" / "versions").resolve()
+        == (project.root / "migrations" / "contracts" / "versions").resolve()
     )
     assert phases["backfill"]["down_revision"] == phases["expand"]["revision"]
     assert phases["contract"]["down_revision"] is None
@@ -88,7 +88,7 @@ def test_dry_run_writes_nothing(project: Project) -> None:
     assert [p["name"] for p in doc["phases"]] == ["expand", "backfill", "contract"]
     assert any("CREATE UNIQUE INDEX CONCURRENTLY" in s["sql"] for s in doc["phases"][0]["steps"])
     assert project.versions() == before
-    assert not (project.root / "contracts").exists()
+    assert not (project.root / "migrations" / "contracts").exists()
     text = project.ecm("plan", "rename-column", "accounts", "name", "full_name", "--dry-run")
     assert text.returncode == 0 and text.stdout == ""
     assert PLAN in text.stderr and "nothing written" in text.stderr

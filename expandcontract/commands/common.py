@@ -26,6 +26,8 @@ if typing.TYPE_CHECKING:
     from rich.console import Console
     from sqlalchemy.engine import Engine
 
+    from ..revisions.project import Project
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 _COMMON: dict[str, tuple[Any, Any]] = {
@@ -45,9 +47,26 @@ _COMMON: dict[str, tuple[Any, Any]] = {
     "config": (
         Annotated[
             Path,
-            typer.Option("-c", "--config", help="Path to alembic.ini.", envvar="ECM_ALEMBIC_CONFIG"),
+            typer.Option(
+                "-c",
+                "--config",
+                help="Path to alembic.ini (or pyproject.toml with [tool.alembic]).",
+                envvar="ECM_ALEMBIC_CONFIG",
+            ),
         ],
         Path("alembic.ini"),
+    ),
+    "name": (
+        Annotated[
+            str,
+            typer.Option(
+                "-n",
+                "--name",
+                help="Section of alembic.ini for the application line (as `alembic -n`).",
+                envvar="ECM_ALEMBIC_NAME",
+            ),
+        ],
+        "alembic",
     ),
     "json_output": (
         Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout.")],
@@ -77,11 +96,16 @@ class Common:
 
     database_url: str | None
     config: Path
+    name: str
     json_output: bool
     log_format: str | None
     verbose: bool
     _engine: Engine | None = field(default=None, repr=False)
     _console: Console | None = field(default=None, repr=False)
+    _project: Project | None = field(default=None, repr=False)
+    _url: str | None = field(default=None, repr=False)
+    #: Where the database URL came from: "explicit", "env.py" or "sqlalchemy.url".
+    url_source: str | None = None
 
     @property
     def console(self) -> Console:
@@ -92,22 +116,39 @@ class Common:
         return self._console
 
     def alembic_config_path(self) -> Path | None:
-        return self.config if self.config.is_file() else None
+        from ..revisions.project import exists
+
+        return self.config if exists(self.config) else None
+
+    def project(self) -> Project:
+        """The Alembic project (-c/-n), loaded once; BadInput when there is none."""
+        if self._project is None:
+            from ..revisions.project import load
+
+            self._project = load(self.config, self.name)
+        return self._project
 
     def resolve_url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        path = self.alembic_config_path()
-        if path is not None:
-            from alembic.config import Config
+        """The psycopg 3 URL of the database this command acts on.
 
-            url = Config(str(path)).get_main_option("sqlalchemy.url")
-            if url:
-                return url
-        raise BadInput(
-            "no database URL: pass --database-url, set ECM_DATABASE_URL, "
-            f"or set sqlalchemy.url in {self.config}"
-        )
+        In a project, that is the database its env.py connects to (an explicit URL must
+        agree with it); without one, the explicit URL.
+        """
+        if self._url is None:
+            if self.alembic_config_path() is not None:
+                from ..revisions.target import resolve
+
+                self._url, self.url_source = resolve(self.project(), self.database_url)
+            elif self.database_url:
+                from ..urls import normalize
+
+                self._url, self.url_source = normalize(self.database_url), "explicit"
+            else:
+                raise BadInput(
+                    "no database URL: pass --database-url or set ECM_DATABASE_URL "
+                    f"(or run from an Alembic project; no {self.config} here)"
+                )
+        return self._url
 
     def engine(self) -> Engine:
         if self._engine is None:

@@ -63,9 +63,7 @@ def rename_column(
         checks.identifier(schema, "schema")
     project = None
     if not dry_run or common.alembic_config_path() is not None:
-        from ..revisions.project import load
-
-        project = load(common.config)
+        project = common.project()
     facts, finished, active = _facts(common, op.schema, table, old, from_metadata, new)
     taken = set(finished)
     if project is not None:

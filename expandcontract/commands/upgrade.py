@@ -51,17 +51,13 @@ def register(app: typer.Typer) -> None:
     ) -> int:
         """Apply pending revisions through a phase; held contracts exit 3 with their reasons."""
         from ..revisions import runner
-        from ..revisions.project import load
 
         if phase not in runner.PHASE_ORDER:
             raise BadInput(f"--phase must be expand, backfill or contract, not {phase!r}")
         if force_contract and not (reason and reason.strip()):
             raise BadInput("--force-contract needs --reason TEXT saying why (it is recorded in the ledger)")
-        project = load(common.config)
-        url = common.resolve_url()
+        project = common.project()
         engine = common.engine()
-        from ..urls import normalize
-
         if sql and force_contract:
             raise BadInput(
                 "--force-contract cannot be combined with --sql: a script cannot record who forced it"
@@ -71,7 +67,7 @@ def register(app: typer.Typer) -> None:
 
             flags = {"ECM_ALLOW_NO_REPORTERS": "1"} if allow_no_reporters else {}
             with runner.env(**flags):
-                sys.stdout.write(offline_sql(project, engine, normalize(url), phase))
+                sys.stdout.write(offline_sql(project, engine, phase))
             return 0
         force = {p: (reason or "").strip() for p in (force_contract or [])}
         # The environment variable means the same as the flag (and is recorded the same way).
@@ -79,7 +75,6 @@ def register(app: typer.Typer) -> None:
         report = runner.upgrade(
             project,
             engine,
-            normalize(url),
             phase,
             dry_run=dry_run,
             force=force,
@@ -107,13 +102,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Roll a plan back from whatever phase it reached, as far as is safe."""
         from ..revisions.abort import abort_plan
-        from ..revisions.project import load
         from ..revisions.runner import env
-        from ..urls import normalize
 
-        project = load(common.config)
+        project = common.project()
         with env(**({"ECM_ALLOW_NO_REPORTERS": "1"} if allow_no_reporters else {})):
-            doc = abort_plan(project, common.engine(), normalize(common.resolve_url()), plan)
+            doc = abort_plan(project, common.engine(), plan)
         common.emit(doc)
         if not common.json_output:
             for step in doc["steps"]:

@@ -30,7 +30,7 @@ def _find(project: Project, plan_id: str) -> dict[str, Any]:
     return found
 
 
-def abort_plan(project: Project, engine: Any, url: str, plan_id: str) -> dict[str, Any]:
+def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
     from alembic import command
 
     from ..db import ledger
@@ -75,7 +75,7 @@ def abort_plan(project: Project, engine: Any, url: str, plan_id: str) -> dict[st
         )
     try:
         if backfill is not None and app_heads == (backfill.revision,):
-            cfg = _app_config(project, url)
+            cfg = _app_config(project)
             command.downgrade(cfg, expand.down_revision or "base")
             steps.append(f"revisions {backfill.revision}, {expand.revision} downgraded")
         else:

@@ -40,7 +40,7 @@ APP_VERSION_TABLE = "alembic_version"
 _EMPTY_TRANSACTION = re.compile(r"\ABEGIN;\s*COMMIT;\s*")
 
 
-def offline_sql(project: Project, engine: Engine, url: str, phase: str) -> str:
+def offline_sql(project: Project, engine: Engine, phase: str) -> str:
     """Every pending step through ``phase`` as one psql script; changes nothing."""
     from ..db import control, ledger
     from .runner import env
@@ -48,7 +48,7 @@ def offline_sql(project: Project, engine: Engine, url: str, phase: str) -> str:
     if phase not in PHASE_ORDER:
         raise BadInput(f"--phase must be one of {', '.join(PHASE_ORDER)}, not {phase!r}")
     schema = control_schema()
-    cfg = _app_config(project, url)
+    cfg = _app_config(project)
     script = project.script()
     with engine.connect() as conn:
         control_version = control.current_revision(conn)

@@ -112,8 +112,8 @@ def pending_contracts(project: Project, conn: Connection) -> list[Script]:
     return [r for r in reversed(list(script.walk_revisions())) if r.revision not in done]
 
 
-def _app_config(project: Project, url: str) -> Any:
-    project.config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+def _app_config(project: Project) -> Any:
+    """The application line's Config (sqlalchemy.url already set by target.resolve when needed)."""
     return project.config
 
 
@@ -149,7 +149,6 @@ def decide_contract(
 def upgrade(
     project: Project,
     engine: Engine,
-    url: str,
     phase: str,
     *,
     dry_run: bool = False,
@@ -165,7 +164,7 @@ def upgrade(
         raise BadInput(f"--phase must be one of {', '.join(PHASE_ORDER)}, not {phase!r}")
     force = force or {}
     report = Report(phase=phase, dry_run=dry_run)
-    cfg = _app_config(project, url)
+    cfg = _app_config(project)
     script = project.script()
     with engine.connect() as conn:
         if not dry_run:
@@ -179,6 +178,7 @@ def upgrade(
         log.info("app_upgrade", revisions=len(before))
         with env(ECM_BACKFILL="defer"):
             command.upgrade(cfg, "heads")
+        _check_moved(engine, script, before)
         report.applied = [describe(s) for s in before]
 
     if PHASE_ORDER.index(phase) >= 1:
@@ -193,6 +193,47 @@ def upgrade(
             log.warning("force_contract_unused", plans=sorted(unknown))
     del ledger
     return report
+
+
+def _check_moved(engine: Engine, script: ScriptDirectory, applied: list[Script]) -> None:
+    """Read the version table back: Alembic succeeding proves nothing about *this* database.
+
+    An env.py that connects somewhere else than ecm does would have applied the revisions
+    there; reporting them as applied here would be a false success.
+    """
+    from ..errors import OperationalError
+
+    with engine.connect() as conn:
+        now = set(current_heads(conn))
+        conn.rollback()
+    wanted = set(script.get_heads())
+    if now != wanted:
+        from ..urls import redact
+
+        raise OperationalError(
+            f"alembic upgrade ran {len(applied)} revision(s), but {redact(engine.url.render_as_string())} "
+            f"is at {', '.join(sorted(now)) or 'base'}, not {', '.join(sorted(wanted))}: the project's env.py "
+            "connected to another database than ecm's"
+        )
+
+
+def _waiting_without_lineage(project: Project, engine: Engine) -> None:
+    """Plans that reached their backfill need their contracts; a deploy that lacks the folder must say so."""
+    from ..db import ledger
+    from ..errors import OperationalError
+
+    with engine.connect() as conn:
+        rows = ledger.plans(conn) or []
+        conn.rollback()
+    waiting = [
+        r["plan_id"] for r in rows if r["phase"] in ("expanded", "backfilling", "backfilled", "contracting")
+    ]
+    if waiting:
+        raise OperationalError(
+            f"{len(waiting)} plan(s) wait for their contract ({', '.join(waiting)}) but the contract lineage "
+            f"{project.contracts_dir} is missing: ship it with the application's migrations (it lives in "
+            "[ecm_contracts] script_location) and run the contract phase again"
+        )
 
 
 def _backfills(engine: Engine, report: Report, *, dry_run: bool, progress: bool | None) -> None:
@@ -242,8 +283,11 @@ def _contracts(
 
     from ..db import ledger
 
+    if project.contract_script() is None:
+        _waiting_without_lineage(project, engine)
+        return
     with engine.connect() as conn:
-        pending = pending_contracts(project, conn) if project.contract_script() else []
+        pending = pending_contracts(project, conn)
         conn.rollback()
     if not pending:
         return
