@@ -30,6 +30,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "ECM_LOG_FORMAT": ("", "`console` or `json`; default console on a TTY, JSON otherwise."),
     "ECM_EMBEDDED_DIR": ("", "Data directory of the embedded server (default: per-user cache dir)."),
     "ECM_ALEMBIC_CONFIG": ("alembic.ini", "Path of the Alembic config (-c/--config)."),
+    "ECM_ALEMBIC_NAME": ("alembic", "Section of alembic.ini for the application line (-n/--name)."),
     "ECM_ALLOW_NO_REPORTERS": ("", "1: accept an empty registry as evidence (recorded in the ledger)."),
     "ECM_FORCE_CONTRACT": (
         "",

@@ -74,7 +74,16 @@ def test_a_second_runner_waits_for_the_plan_lock(project: Project, db: psycopg.C
         text=True,
     )
     try:
-        time.sleep(3)
+        # Wait until the runner queues on the plan's advisory lock (however slow its start-up is).
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            waiting = db.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone()
+            if waiting == (1,):
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
         assert proc.poll() is None  # still waiting for the other runner
         assert db.execute("SELECT count(*) FROM ecm.ledger WHERE phase = 'expand'").fetchone() == (0,)
     finally:

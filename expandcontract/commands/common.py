@@ -29,6 +29,8 @@ if typing.TYPE_CHECKING:
     from ..revisions.project import Project
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: Console width when stderr is not a terminal: wide enough that Rich never crops a table cell.
+PIPED_WIDTH = 10_000
 
 _COMMON: dict[str, tuple[Any, Any]] = {
     "database_url": (
@@ -112,7 +114,12 @@ class Common:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(stderr=True, highlight=False)
+            if sys.stderr.isatty():
+                self._console = Console(stderr=True, highlight=False)
+            else:
+                # Piped output is read by programs and pasted into tickets: never crop or wrap a
+                # plan id, a path or SQL to fit an imaginary 80-column terminal.
+                self._console = Console(stderr=True, highlight=False, width=PIPED_WIDTH, soft_wrap=True)
         return self._console
 
     def alembic_config_path(self) -> Path | None:

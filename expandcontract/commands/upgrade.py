@@ -48,6 +48,14 @@ def register(app: typer.Typer) -> None:
                 help="Accept an empty registry as proof that old code is gone (recorded in the ledger).",
             ),
         ] = False,
+        final: Annotated[
+            bool,
+            typer.Option(
+                "--final",
+                help="For databases no deployed code uses (CI, a new developer's, a new region's): every phase "
+                "and every contract in plan order, accepting an empty registry (live instances still hold).",
+            ),
+        ] = False,
     ) -> int:
         """Apply pending revisions through a phase; held contracts exit 3 with their reasons."""
         from ..revisions import runner
@@ -56,6 +64,10 @@ def register(app: typer.Typer) -> None:
             raise BadInput(f"--phase must be expand, backfill or contract, not {phase!r}")
         if force_contract and not (reason and reason.strip()):
             raise BadInput("--force-contract needs --reason TEXT saying why (it is recorded in the ledger)")
+        if final and phase != "contract":
+            raise BadInput("--final runs every phase; it cannot be combined with --phase " + phase)
+        if final and sql:
+            raise BadInput("--final cannot be combined with --sql: it decides contracts as it goes")
         project = common.project()
         engine = common.engine()
         if sql and force_contract:
@@ -79,6 +91,7 @@ def register(app: typer.Typer) -> None:
             dry_run=dry_run,
             force=force,
             allow_no_reporters=allow_no_reporters,
+            final=final,
         )
         doc = report.to_json()
         common.emit(doc)

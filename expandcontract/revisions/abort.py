@@ -7,6 +7,7 @@ and the plan is left at the last safe phase.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput, Refused
@@ -30,6 +31,55 @@ def _find(project: Project, plan_id: str) -> dict[str, Any]:
     return found
 
 
+def _expand_rollback_refusal(engine: Any, plan: dict[str, Any]) -> Refused | None:
+    """The guard on dropping NEW, asked before any downgrade (the expand revision asks again)."""
+    from ..live.guard_check import check_contract
+    from .runtime import truthy
+
+    with engine.connect() as conn:
+        decision = check_contract(
+            conn,
+            removes=plan["adds"],
+            plan_id=plan["plan_id"],
+            allow_no_reporters=truthy("ECM_ALLOW_NO_REPORTERS"),
+        )
+        conn.rollback()
+    if decision.allowed:
+        return None
+    return Refused(f"rollback of expand of {plan['plan_id']} refused", list(decision.reasons))
+
+
+ABORT_MARK = "PLAN = {**PLAN, 'aborted': "
+
+
+def mark_aborted(scripts: Any, plan_id: str) -> list[str]:
+    """Make the abort durable in the plan's revision files, not only in this database's ledger.
+
+    The files stay (a database that applied them must still be able to walk the line), but
+    from now on their upgrades change nothing: a fresh database (CI, a new developer) skips
+    the plan instead of expanding and contracting it again.
+    """
+    import datetime
+
+    from ..db.ledger import actor
+
+    marked: list[str] = []
+    when = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
+    for script in scripts:
+        path = Path(script.path)
+        text = path.read_text()
+        if ABORT_MARK in text:
+            continue
+        path.write_text(
+            text.rstrip("\n")
+            + "\n\n\n# `ecm abort` rolled this plan back: its upgrades change nothing from now on (fresh databases\n"
+            + "# skip it); keep the file, databases that applied it still walk through it.\n"
+            + f"{ABORT_MARK}{{'at': {when!r}, 'by': {actor()!r}}}}}\n"
+        )
+        marked.append(str(path))
+    return marked
+
+
 def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
     from alembic import command
 
@@ -46,7 +96,14 @@ def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
         raise BadInput(f"unknown plan {plan_id!r}: no revision files and no record of it (see `ecm status`)")
     if row is None:
         paths = ", ".join(str(s.path) for s in scripts.values())
-        return {"plan_id": plan_id, "state": "not applied", "steps": [f"nothing applied; delete {paths}"]}
+        return {
+            "plan_id": plan_id,
+            "state": "not applied",
+            "steps": [
+                f"nothing applied in this database; if no other database applied it either, delete {paths}; "
+                "otherwise run `ecm abort` against those"
+            ],
+        }
     steps: list[str] = []
     state = row["phase"]
     from ..settings import control_schema
@@ -57,6 +114,25 @@ def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
         )
         app_heads = current_heads(conn)
         conn.rollback()
+    if state == "aborted":
+        marked = mark_aborted(scripts.values(), plan_id)
+        return {
+            "plan_id": plan_id,
+            "state": "aborted",
+            "steps": ["already aborted: nothing to do"]
+            + [
+                f"marked {p} as aborted (keep it: databases that applied it still walk through it)"
+                for p in marked
+            ],
+        }
+    expand, backfill = scripts.get("expand"), scripts.get("backfill")
+    if expand is None:
+        raise BadInput(
+            f"plan {plan_id}: its expand revision file is missing; restore it from version control"
+        )
+    # Decide the expand's rollback before touching anything: downgrading the backfill revision
+    # and then being refused would leave the version table and the plan out of step.
+    refusal = _expand_rollback_refusal(engine, expand.module.PLAN)
     contract = scripts.get("contract")
     if contract is not None and contract.revision in applied_contracts:
         ccfg = project.contract_config()
@@ -68,12 +144,9 @@ def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
             conn.commit()
         steps.append(f"contract {contract.revision} rolled back: old column re-created and filled")
         state = "backfilled"
-    expand, backfill = scripts.get("expand"), scripts.get("backfill")
-    if expand is None:
-        raise BadInput(
-            f"plan {plan_id}: its expand revision file is missing; restore it from version control"
-        )
     try:
+        if refusal is not None:
+            raise refusal
         if backfill is not None and app_heads == (backfill.revision,):
             cfg = _app_config(project)
             command.downgrade(cfg, expand.down_revision or "base")
@@ -97,6 +170,11 @@ def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
     except Refused as exc:
         steps.append(f"expand not rolled back: {exc.message}")
         steps.extend(f"  - {r}" for r in exc.reasons)
+    if state == "aborted":
+        steps.extend(
+            f"marked {p} as aborted: keep the file (databases that applied it walk through it; fresh ones skip it)"
+            for p in mark_aborted(scripts.values(), plan_id)
+        )
     with engine.connect() as conn:
         ledger.set_phase(conn, plan_id, state)
         ledger.record(

@@ -17,6 +17,25 @@ def _run(**options: Any) -> None:
         context.run_migrations()
 
 
+def _url(config: Any) -> str:
+    """By hand (`alembic -n ecm_contracts …`): the database the application line's env.py uses."""
+    from pathlib import Path
+
+    from .project import Project, load
+    from .target import resolve
+
+    explicit = os.environ.get("ECM_DATABASE_URL") or None
+    project = config.attributes.get("ecm_project")
+    if not isinstance(project, Project) and config.config_file_name:
+        project = load(Path(config.config_file_name))
+    if isinstance(project, Project):
+        return resolve(project, explicit)[0]
+    url = explicit or config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("no database URL: set ECM_DATABASE_URL or sqlalchemy.url in alembic.ini")
+    return str(url)
+
+
 def run() -> None:
     from alembic import context
     from sqlalchemy import pool
@@ -33,14 +52,7 @@ def run() -> None:
         control.ensure(connection)
         _run(connection=connection, transaction_per_migration=True)
         return
-    url = os.environ.get("ECM_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
-    if not url and config.config_file_name:
-        from alembic.config import Config
-
-        url = Config(config.config_file_name).get_main_option("sqlalchemy.url")
-    if not url:
-        raise RuntimeError("no database URL: set ECM_DATABASE_URL or sqlalchemy.url in alembic.ini")
-    engine = create(url, poolclass=pool.NullPool)
+    engine = create(_url(config), poolclass=pool.NullPool)
     with engine.connect() as conn:
         control.ensure(conn)
         _run(connection=conn, transaction_per_migration=True)

@@ -109,7 +109,21 @@ def pending_contracts(project: Project, conn: Connection) -> list[Script]:
     done: set[str] = set()
     for rev in applied:
         done |= {r.revision for r in script.iterate_revisions(rev, "base")}
-    return [r for r in reversed(list(script.walk_revisions())) if r.revision not in done]
+    pending = [r for r in reversed(list(script.walk_revisions())) if r.revision not in done]
+    # Plan order, not Alembic's walk order (branches come out in hash order): a later plan
+    # may build on an earlier plan's contracted shape.
+    order = plan_order(project)
+    return sorted(pending, key=lambda r: order.get(getattr(r.module, "PLAN_ID", None) or "", len(order)))
+
+
+def plan_order(project: Project) -> dict[str, int]:
+    """plan_id -> position of its expand revision on the application line (oldest first)."""
+    order: dict[str, int] = {}
+    for script in reversed(list(project.script().walk_revisions())):
+        plan_id = getattr(script.module, "PLAN_ID", None)
+        if plan_id and getattr(script.module, "PHASE", None) == "expand":
+            order.setdefault(plan_id, len(order))
+    return order
 
 
 def _app_config(project: Project) -> Any:
@@ -131,10 +145,10 @@ def decide_contract(
     scanned a second time here.
     """
     from ..live.guard_check import check_contract
-    from .runtime import backfill_problems
+    from .runtime import backfill_problems, shape_problems
 
     try:
-        problems = backfill_problems(conn, plan, already_verified=verified)
+        problems = shape_problems(conn, plan) or backfill_problems(conn, plan, already_verified=verified)
     except Exception as exc:  # fail closed: we could not prove the data is in step
         problems = [f"could not verify the backfill of {plan['plan_id']}: {str(exc).splitlines()[0]}"]
     return check_contract(
@@ -155,10 +169,19 @@ def upgrade(
     force: dict[str, str] | None = None,
     allow_no_reporters: bool = False,
     progress: bool | None = None,
+    final: bool = False,
 ) -> Report:
+    """Run the application line, then backfills, then contracts, through ``phase``.
+
+    ``final``: bring a database no deployed code uses (CI, a new developer's, a new
+    region's) to the schema the revision files end in. Every plan is expanded,
+    backfilled and contracted in plan order: before each plan's expand, the contracts of
+    the plans before it run, as they did where the plans were made. An empty registry is
+    accepted; a live instance that maps what a contract removes still holds it.
+    """
     from alembic import command
 
-    from ..db import control, ledger
+    from ..db import control
 
     if phase not in PHASE_ORDER:
         raise BadInput(f"--phase must be one of {', '.join(PHASE_ORDER)}, not {phase!r}")
@@ -172,14 +195,30 @@ def upgrade(
             conn.commit()
         before = pending_revisions(script, current_heads(conn))
         conn.rollback()
+    if final:
+        phase, allow_no_reporters = "contract", True
+        report.phase = phase
     if dry_run:
         report.pending = [describe(s) for s in before]
     elif before:
         log.info("app_upgrade", revisions=len(before))
-        with env(ECM_BACKFILL="defer"):
-            command.upgrade(cfg, "heads")
-        _check_moved(engine, script, before)
-        report.applied = [describe(s) for s in before]
+        for target, segment in _segments(before, final):
+            with env(ECM_BACKFILL="defer"):
+                command.upgrade(cfg, target)
+            _check_moved(engine, script, segment, target)
+            report.applied.extend(describe(s) for s in segment)
+            if final and target != "heads":
+                # The next revision expands a plan: first contract the plans made before it.
+                _backfills(engine, report, dry_run=False, progress=progress)
+                _contracts(
+                    project,
+                    engine,
+                    report,
+                    dry_run=False,
+                    force=force,
+                    allow_no_reporters=True,
+                    only_started=True,
+                )
 
     if PHASE_ORDER.index(phase) >= 1:
         _backfills(engine, report, dry_run=dry_run, progress=progress)
@@ -191,11 +230,31 @@ def upgrade(
         unknown = set(force) - {c["plan_id"] for c in report.contracts_applied + report.held}
         if unknown:
             log.warning("force_contract_unused", plans=sorted(unknown))
-    del ledger
     return report
 
 
-def _check_moved(engine: Engine, script: ScriptDirectory, applied: list[Script]) -> None:
+def _segments(revisions: list[Script], final: bool) -> list[tuple[str, list[Script]]]:
+    """Upgrade targets: all heads at once, or (``final``) up to just before each later plan's expand."""
+    if not final:
+        return [("heads", revisions)]
+    out: list[tuple[str, list[Script]]] = []
+    current: list[Script] = []
+    for rev in revisions:
+        if (
+            current
+            and getattr(rev.module, "PHASE", None) == "expand"
+            and getattr(rev.module, "PLAN_ID", None)
+        ):
+            out.append((current[-1].revision, current))
+            current = []
+        current.append(rev)
+    out.append(("heads", current))
+    return out
+
+
+def _check_moved(
+    engine: Engine, script: ScriptDirectory, applied: list[Script], target: str = "heads"
+) -> None:
     """Read the version table back: Alembic succeeding proves nothing about *this* database.
 
     An env.py that connects somewhere else than ecm does would have applied the revisions
@@ -206,7 +265,7 @@ def _check_moved(engine: Engine, script: ScriptDirectory, applied: list[Script])
     with engine.connect() as conn:
         now = set(current_heads(conn))
         conn.rollback()
-    wanted = set(script.get_heads())
+    wanted = set(script.get_heads()) if target == "heads" else {target}
     if now != wanted:
         from ..urls import redact
 
@@ -278,7 +337,13 @@ def _contracts(
     dry_run: bool,
     force: dict[str, str],
     allow_no_reporters: bool,
+    only_started: bool = False,
 ) -> None:
+    """Each pending contract, in plan order, decided by the guard and applied alone.
+
+    ``only_started``: leave out plans this database has not expanded yet (``final`` mode,
+    between two plans), and plans already held in this run.
+    """
     from alembic import command
 
     from ..db import ledger
@@ -303,11 +368,15 @@ def _contracts(
         plan_id = plan["plan_id"]
         with engine.connect() as conn:
             row = ledger.get_plan(conn, plan_id) if ledger.plans(conn) else None
-            if row is not None and row["phase"] == "aborted":
+            if plan.get("aborted") or (row is not None and row["phase"] == "aborted"):
                 conn.rollback()
-                report.skipped.append(
-                    {**info, "reason": f"plan {plan_id} was aborted; delete its revision files"}
-                )
+                if not any(c["plan_id"] == plan_id for c in report.skipped):
+                    report.skipped.append({**info, "reason": f"plan {plan_id} was aborted (`ecm abort`)"})
+                continue
+            if any(c["plan_id"] == plan_id for c in report.held) or (
+                only_started and (row is None or row["phase"] in ("planned", "expanding"))
+            ):
+                conn.rollback()
                 continue
             verified = any(b["plan_id"] == plan_id and b.get("verified") for b in report.backfills)
             decision = decide_contract(conn, plan, allow_no_reporters=allow_no_reporters, verified=verified)

@@ -46,6 +46,11 @@ def run_phase(
 
     ctx = op.get_context()
     if ctx.as_sql:
+        if plan.get("aborted") and direction == "upgrade":
+            ctx.impl.static_output(
+                f"-- {plan['plan_id']} {phase}: skipped, the plan was aborted ({_aborted(plan)})"
+            )
+            return
         from .offline import emit_phase
 
         emit_phase(plan, phase, direction, steps, revision=revision)
@@ -91,7 +96,7 @@ def plan_lock(conn: Connection, plan_id: str) -> Iterator[None]:
         holder.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
 
 
-def _truthy(name: str) -> bool:
+def truthy(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
 
 
@@ -111,10 +116,25 @@ def run_live(
     label = phase if direction == "upgrade" else f"{phase}-downgrade"
     with plan_lock(conn, plan_id):
         existing = ledger.get_plan(conn, plan_id)
-        if existing is not None and existing["phase"] == "aborted" and direction == "upgrade":
-            log.warning(
-                "plan_aborted_skipped", plan_id=plan_id, phase=label, detail="`ecm abort` rolled it back"
-            )
+        aborted_here = existing is not None and existing["phase"] == "aborted"
+        if direction == "upgrade" and (aborted_here or plan.get("aborted")):
+            # An abort recorded in this database, or marked in the revision files by an abort
+            # elsewhere: a fresh database must not expand (and later contract) it again.
+            if existing is None:
+                ledger.upsert_plan(
+                    conn,
+                    plan_id=plan_id,
+                    operation=plan["operation"],
+                    schema=plan["schema"],
+                    table=plan["table"],
+                    spec=_ledger_spec(plan),
+                )
+                ledger.set_phase(conn, plan_id, "aborted")
+            log.warning("plan_aborted_skipped", plan_id=plan_id, phase=label, detail=_aborted(plan))
+            ledger.record(conn, plan_id=plan_id, revision=revision, phase=label, step=None, outcome="skipped")
+            return
+        if direction == "downgrade" and aborted_here:
+            log.info("plan_aborted_skipped", plan_id=plan_id, phase=label, detail="already rolled back")
             ledger.record(conn, plan_id=plan_id, revision=revision, phase=label, step=None, outcome="skipped")
             return
         ledger.upsert_plan(
@@ -172,6 +192,54 @@ def run_live(
             state = "backfilled" if status.get("backfill_status") == "complete" else "expanded"
         ledger.set_phase(conn, plan_id, state)
         log.info("phase_done", plan_id=plan_id, phase=label, state=state)
+
+
+def _aborted(plan: dict[str, Any]) -> str:
+    mark = plan.get("aborted")
+    if isinstance(mark, dict):
+        return f"`ecm abort` by {mark.get('by', '?')} at {mark.get('at', '?')}"
+    return "`ecm abort` rolled it back"
+
+
+def shape_problems(conn: Connection, plan: dict[str, Any]) -> list[str]:
+    """Columns the contract needs that the table lacks: a contract run against a shape its plan
+    never saw (an earlier plan's contract missing, plans applied out of order) must not start
+    dropping things half-way."""
+    from sqlalchemy import text
+
+    wanted: dict[str, set[str]] = {}
+    for side in ("removes", "adds"):
+        for table, columns in (plan.get(side) or {}).items():
+            wanted.setdefault(table, set()).update(c for c in columns if c != "*")
+    problems: list[str] = []
+    for table, columns in wanted.items():
+        rows = conn.execute(
+            text(
+                "SELECT a.attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = to_regclass(:t) "
+                "AND a.attnum > 0 AND NOT a.attisdropped"
+            ),
+            {"t": _regclass(plan, table)},
+        ).scalars()
+        present = {str(r) for r in rows}
+        missing = sorted(columns - present)
+        if not present:
+            problems.append(f"table {table} does not exist, but the contract of {plan['plan_id']} expects it")
+        elif missing:
+            problems.append(
+                f"{table} has no column {', '.join(missing)}, which the contract of {plan['plan_id']} expects "
+                "(its expand did not run here, or another plan changed the table since): contract refused"
+            )
+    return problems
+
+
+def _regclass(plan: dict[str, Any], table: str) -> str:
+    from ..sql.quoting import qq
+
+    if table == f"{plan['schema']}.{plan['table']}":  # names may contain dots themselves
+        schema, name = plan["schema"], plan["table"]
+    else:
+        schema, _, name = table.rpartition(".")
+    return f"{qq(schema)}.{qq(name)}" if schema else qq(name)
 
 
 def _ledger_spec(plan: dict[str, Any]) -> dict[str, Any]:
@@ -240,8 +308,8 @@ def _guard(
     plan_id = plan["plan_id"]
     contract = phase == "contract" and direction == "upgrade"
     removes = plan["removes"] if contract else plan["adds"]
-    problems = backfill_problems(conn, plan) if contract else []
-    allow_no_reporters = _truthy("ECM_ALLOW_NO_REPORTERS")
+    problems = (shape_problems(conn, plan) or backfill_problems(conn, plan)) if contract else []
+    allow_no_reporters = truthy("ECM_ALLOW_NO_REPORTERS")
     forced_plan = os.environ.get("ECM_FORCE_CONTRACT", "")
     reason = os.environ.get("ECM_FORCE_REASON", "").strip()
     # The migration's own connection is in autocommit mode here; the guard reads (and the
