@@ -140,6 +140,8 @@ def _render(common: Common, doc: dict[str, Any]) -> None:
             common.say(f"    - {reason}")
     for bf in doc["backfills"]:
         state = bf.get("action") or ("verified" if bf.get("verified") else "NOT verified")
+        if bf.get("problems"):
+            state += ": " + "; ".join(bf["problems"])
         common.say(f"backfill {bf['plan_id']}: {state}" + (f", {bf['rows']} rows" if bf.get("rows") else ""))
     for c in doc["contracts"]["applied"]:
         common.say(f"contract {c['plan_id']} applied" + (" (forced)" if c.get("forced") else ""))

@@ -295,10 +295,22 @@ def _waiting_without_lineage(project: Project, engine: Engine) -> None:
         )
 
 
+def _ledger_plan(row: dict[str, Any]) -> dict[str, Any]:
+    spec = row.get("spec") or {}
+    return {
+        "plan_id": row["plan_id"],
+        "schema": row["table_schema"],
+        "table": row["table_name"],
+        "removes": spec.get("removes") or {},
+        "adds": spec.get("adds") or {},
+    }
+
+
 def _backfills(engine: Engine, report: Report, *, dry_run: bool, progress: bool | None) -> None:
     from ..backfill.engine import run_backfill, verify
     from ..backfill.spec import BackfillSpec
     from ..db import ledger
+    from .runtime import shape_problems
 
     with engine.connect() as conn:
         rows = [r for r in ledger.plans(conn) if r["phase"] not in ("contracted", "aborted")]
@@ -314,6 +326,13 @@ def _backfills(engine: Engine, report: Report, *, dry_run: bool, progress: bool 
         if dry_run:
             if row["backfill_status"] != "complete":
                 report.backfills.append({**entry, "action": "would run"})
+            continue
+        shape = _ledger_plan(row)
+        with engine.connect() as conn:
+            problems = shape_problems(conn, shape)
+            conn.rollback()
+        if problems:  # copying into a column that is not there fails; the contract's guard explains
+            report.backfills.append({**entry, "verified": False, "problems": problems})
             continue
         if row["backfill_status"] != "complete":
             result = run_backfill(engine, spec, progress=progress)
