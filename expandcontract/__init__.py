@@ -16,10 +16,11 @@ if TYPE_CHECKING:
     from .guard import Decision, Instance, decide
     from .live.guard_check import check_contract, record_override
     from .live.readiness import schema_ready
-    from .live.reporter import LiveReporter
+    from .live.reporter import LiveReporter, set_process_role
 
 _LAZY: dict[str, str] = {
     "LiveReporter": ".live.reporter",
+    "set_process_role": ".live.reporter",
     "schema_ready": ".live.readiness",
     "check_contract": ".live.guard_check",
     "record_override": ".live.guard_check",
@@ -49,6 +50,7 @@ __all__ = [
     "dual_write",
     "record_override",
     "schema_ready",
+    "set_process_role",
 ]
 
 

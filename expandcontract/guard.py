@@ -16,6 +16,17 @@ Rules, in the order their reasons are listed:
    (a heartbeat, or a deregistration that recent), an empty registry proves nothing —
    the fleet may simply not run a reporter. ``allow_no_reporters`` accepts that
    knowingly; :attr:`Decision.no_reporters` tells the caller to record it.
+
+Two rules keep processes that never served from deciding anything by their mere presence:
+
+* The process doing the check (``current_process``: its host and pid) is left out
+  entirely. An ``ecm`` or ``alembic`` run whose ``env.py`` imports the application starts
+  the application's reporter; that instance maps the old column and would otherwise hold
+  the very contract its own process is running.
+* An instance whose ``role`` is ``cli`` (``flask db upgrade``, a management command, a
+  one-off script) is no evidence that the serving fleet reports: a deregistered CLI run
+  says nothing about servers. While it is live it still blocks like any instance, since
+  its code is running and may touch the old shape.
 """
 
 from __future__ import annotations
@@ -33,6 +44,13 @@ TTL_INTERVALS = 3.0
 
 State = Literal["live", "expired", "deregistered"]
 
+#: What an instance is. ``server`` and ``worker`` processes serve the application; ``cli``
+#: processes (migrations, management commands) run its code briefly and prove nothing
+#: about whether the serving fleet runs reporters.
+Role = Literal["server", "worker", "cli"]
+ROLES: tuple[Role, ...] = ("server", "worker", "cli")
+CLI: Role = "cli"
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -48,10 +66,17 @@ class Instance:
     uses: Mapping[str, Sequence[str]] = field(default_factory=dict)
     # Set when the instance deregistered: seconds since it did (by the DB clock).
     seconds_since_deregistered: float | None = None
+    #: ``server``, ``worker`` or ``cli``; rows written before roles existed are servers.
+    role: str = "server"
 
     @property
     def deregistered(self) -> bool:
         return self.seconds_since_deregistered is not None
+
+    @property
+    def serves(self) -> bool:
+        """Whether its reports show that the serving fleet runs reporters (anything but cli)."""
+        return self.role != CLI
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +85,7 @@ class Instance:
             "version": self.version,
             "host": self.host,
             "pid": self.pid,
+            "role": self.role,
             "seconds_since_heartbeat": self.seconds_since_heartbeat,
             "interval_s": self.interval_s,
             "seconds_since_deregistered": self.seconds_since_deregistered,
@@ -92,6 +118,8 @@ class Decision:
     no_reporters: bool = False
     #: True when the refusal is because the registry could not be read (fail closed).
     unknown: bool = False
+    #: Instances of the checking process itself, left out of the decision.
+    ignored: list[Instance] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -101,6 +129,7 @@ class Decision:
             "live": [i.to_json() for i in self.live],
             "no_reporters": self.no_reporters,
             "unknown": self.unknown,
+            "ignored": [i.to_json() for i in self.ignored],
         }
 
 
@@ -120,10 +149,15 @@ def state(instance: Instance, ttl: float | None = None) -> State:
 
 
 def reported_recently(instance: Instance, ttl: float | None = None) -> bool:
-    """Evidence that reporting works: a heartbeat, or a deregistration, within the TTL."""
+    """A heartbeat, or a deregistration, within the TTL."""
     if instance.seconds_since_deregistered is not None:
         return instance.seconds_since_deregistered <= ttl_for(instance, ttl)
     return instance.seconds_since_heartbeat <= ttl_for(instance, ttl)
+
+
+def is_evidence(instance: Instance, ttl: float | None = None) -> bool:
+    """Evidence that the fleet reports: a serving instance (not cli) that reported within its TTL."""
+    return instance.serves and reported_recently(instance, ttl)
 
 
 def parse_ttl(value: str | None) -> float | None:
@@ -166,14 +200,17 @@ def _seconds(value: float) -> str:
 
 
 def blocker_reason(group: Sequence[Blocker]) -> str:
-    """One reason for the instances of one app version that map the same things.
+    """One reason for the instances of one app version (and role) that map the same things.
 
     ``2 instances of web 1.4.2 still map public.users.name; last seen 0.4 s ago
-    (host web-1 pid 4242 seen 0.4 s ago, host web-2 pid 4343 seen 3.1 s ago)``
+    (host web-1 pid 4242 seen 0.4 s ago, host web-2 pid 4343 seen 3.1 s ago)``; a role
+    other than ``server`` is named: ``1 cli instance of web 1.4.2 still maps …``.
     """
     first = group[0].instance
     n = len(group)
     noun = "instance" if n == 1 else "instances"
+    if first.role != "server":
+        noun = f"{first.role} {noun}"
     verb = "maps" if n == 1 else "map"
     newest = min(b.instance.seconds_since_heartbeat for b in group)
     if n == 1:
@@ -196,32 +233,43 @@ def decide(
     ttl: float | None = None,
     backfill_problems: Sequence[str] = (),
     allow_no_reporters: bool = False,
+    current_process: tuple[str, int] | None = None,
 ) -> Decision:
     """Whether a change that removes ``removes`` (``{"schema.table": [columns]}``) may run now.
 
     ``ttl`` overrides every instance's own TTL (``ECM_LIVE_TTL``). ``removes`` columns may
-    include :data:`WHOLE_TABLE` for a dropped or renamed table.
+    include :data:`WHOLE_TABLE` for a dropped or renamed table. ``current_process``
+    (host, pid) is the process asking: its own instances are left out (:attr:`Decision.ignored`).
     """
     reasons = [str(p) for p in backfill_problems]
+    ignored = [i for i in instances if (i.host, i.pid) == current_process]
+    instances = [i for i in instances if (i.host, i.pid) != current_process]
     live = [i for i in instances if state(i, ttl) == "live"]
     blocking = [Blocker(i, maps) for i in live if (maps := what_it_maps(removes, i))]
 
-    groups: dict[tuple[str, str, tuple[str, ...]], list[Blocker]] = {}
+    groups: dict[tuple[str, str, str, tuple[str, ...]], list[Blocker]] = {}
     for blocker in sorted(
         blocking, key=lambda b: (b.instance.seconds_since_heartbeat, b.instance.host, b.instance.pid)
     ):
-        groups.setdefault((blocker.instance.app, blocker.instance.version, blocker.maps), []).append(blocker)
+        i = blocker.instance
+        groups.setdefault((i.app, i.version, i.role, blocker.maps), []).append(blocker)
     reasons.extend(blocker_reason(groups[key]) for key in sorted(groups))
 
     # Removing nothing can break no one, so it needs no evidence either.
     removes_anything = any(list(columns) for columns in removes.values())
-    no_reporters = removes_anything and not any(reported_recently(i, ttl) for i in instances)
+    no_reporters = removes_anything and not any(is_evidence(i, ttl) for i in instances)
     if no_reporters and not allow_no_reporters:
         rule = f"{ttl:g} s (ECM_LIVE_TTL)" if ttl is not None else f"{TTL_INTERVALS:g}x its interval"
+        cli_runs = _cli_runs([i for i in instances if not i.serves and reported_recently(i, ttl)])
         reasons.append(
             "no instance of any application reported within its TTL "
-            f"({rule}): an empty registry proves nothing; start LiveReporter in the applications, "
-            "or pass --allow-no-reporters to accept that knowingly (recorded in the ledger)"
+            + (
+                f"({rule}) other than command-line runs ({cli_runs}), which prove nothing about the "
+                "serving fleet: start LiveReporter in the serving processes, "
+                if cli_runs
+                else f"({rule}): an empty registry proves nothing; start LiveReporter in the applications, "
+            )
+            + "or pass --allow-no-reporters to accept that knowingly (recorded in the ledger)"
         )
     return Decision(
         allowed=not reasons,
@@ -229,4 +277,13 @@ def decide(
         blocking=blocking,
         live=live,
         no_reporters=no_reporters,
+        ignored=ignored,
     )
+
+
+def _cli_runs(instances: Sequence[Instance]) -> str:
+    """``2 of microblog v1, 1 of worker 3``: CLI instances that reported, per app version."""
+    counts: dict[tuple[str, str], int] = {}
+    for i in instances:
+        counts[(i.app, i.version)] = counts.get((i.app, i.version), 0) + 1
+    return ", ".join(f"{n} of {app} {version}" for (app, version), n in sorted(counts.items()))

@@ -199,3 +199,52 @@ def test_unknown_attribute_or_unmapped_class_is_rejected() -> None:
         dual_write(User, old="name", new="nickname")
     with pytest.raises(TypeError, match="not a mapped"):
         dual_write(dict, old="a", new="b")
+
+
+def test_dual_write_through_an_async_session(
+    engine: Engine, db: psycopg.Connection, database_url: str, helper: DualWrite
+) -> None:
+    """Mapper events fire in AsyncSession's flush too (it runs the sync unit of work on asyncpg)."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+    async def app() -> dict[int, tuple[object, object]]:
+        aengine = create_async_engine(database_url.replace("postgresql://", "postgresql+asyncpg://", 1))
+        sessions = async_sessionmaker(aengine, expire_on_commit=False)
+        try:
+            async with sessions() as session:
+                session.add_all(
+                    [
+                        User(id=1, name="Ada Lovelace"),
+                        User(id=2, full_name="Grace Hopper"),
+                        User(id=3, name="stale", full_name="Edsger Dijkstra"),
+                    ]
+                )
+                await session.commit()
+                users = {u.id: u for u in (await session.scalars(select(User))).all()}
+                users[1].name = "Ada King"
+                users[2].full_name = "Rear Admiral Hopper"
+                users[3].name, users[3].full_name = "ignored", "E. W. Dijkstra"
+                await session.flush()
+                in_memory = {i: (u.name, u.full_name) for i, u in users.items()}
+                await session.commit()
+            async with AsyncSession(aengine) as session:  # a plain AsyncSession, no sessionmaker
+                session.add(User(id=4, full_name="Barbara Liskov"))
+                await session.commit()
+            # Bulk statements bypass the events here as in sync code: the trigger's job.
+            async with sessions() as session:
+                await session.execute(update(User).where(User.id == 4).values(full_name="B. Liskov"))
+                await session.commit()
+            return in_memory
+        finally:
+            await aengine.dispose()
+
+    in_memory = asyncio.run(app())
+    assert all(name == full_name for name, full_name in in_memory.values()), in_memory
+    assert stored(db) == {
+        1: ("Ada King", "Ada King"),
+        2: ("Rear Admiral Hopper", "Rear Admiral Hopper"),
+        3: ("E. W. Dijkstra", "E. W. Dijkstra"),
+        4: ("Barbara Liskov", "B. Liskov"),
+    }

@@ -30,6 +30,7 @@ def inst(
     interval: float = 10.0,
     uses: dict[str, list[str]] | None = None,
     deregistered: float | None = None,
+    role: str = "server",
 ) -> Instance:
     return Instance(
         id=str(uuid.uuid4()),
@@ -41,6 +42,7 @@ def inst(
         interval_s=interval,
         uses={"public.users": ["id", "name"]} if uses is None else uses,
         seconds_since_deregistered=deregistered,
+        role=role,
     )
 
 
@@ -157,11 +159,76 @@ def test_parse_ttl() -> None:
             parse_ttl(bad)
 
 
+# -- processes that never served --------------------------------------------------------
+
+
+def test_the_checking_process_never_holds_its_own_contract() -> None:
+    """`ecm upgrade` loaded env.py, which started the application's reporter in ecm's own process."""
+    itself = inst("microblog", "v1", host="deploy-1", pid=500, role="cli")
+    server = inst("microblog", "v2", host="web-1", pid=42, uses=NEW)
+    d = decide(REMOVES, [itself, server], current_process=("deploy-1", 500))
+    assert d.allowed and d.reasons == [] and not d.no_reporters
+    assert d.ignored == [itself] and d.live == [server]
+    # The same pid on another host is another process, and holds the contract.
+    elsewhere = inst("microblog", "v1", host="deploy-2", pid=500, role="cli")
+    assert not decide(REMOVES, [elsewhere, server], current_process=("deploy-1", 500)).allowed
+    # Without it (the pure function called by hand) nothing is left out.
+    assert not decide(REMOVES, [itself, server]).allowed
+
+
+def test_its_own_process_is_no_evidence_either() -> None:
+    itself = inst("microblog", "v2", host="deploy-1", pid=500, uses=NEW)  # even as a server
+    d = decide(REMOVES, [itself], current_process=("deploy-1", 500))
+    assert not d.allowed and d.no_reporters
+    assert d.reasons[0].startswith(
+        "no instance of any application reported within its TTL (3x its interval):"
+    )
+
+
+@pytest.mark.parametrize(
+    ("age", "deregistered"),
+    [(0.1, None), (0.5, 0.2), (100.0, None)],
+    ids=["live", "deregistered", "expired"],
+)
+def test_a_cli_run_is_no_evidence_that_the_fleet_reports(age: float, deregistered: float | None) -> None:
+    cli = inst("microblog", "v2", uses=NEW, role="cli", age=age, deregistered=deregistered)
+    d = decide(REMOVES, [cli])
+    assert not d.allowed and d.no_reporters and d.blocking == []
+    if deregistered is not None or age < 1:  # it reported recently, only it proves nothing
+        assert d.reasons == [
+            "no instance of any application reported within its TTL (3x its interval) other than "
+            "command-line runs (1 of microblog v2), which prove nothing about the serving fleet: start "
+            "LiveReporter in the serving processes, or pass --allow-no-reporters to accept that "
+            "knowingly (recorded in the ledger)"
+        ]
+    assert decide(REMOVES, [cli], allow_no_reporters=True).allowed
+    # A worker serves (a queue): its reports are evidence like a server's.
+    assert decide(REMOVES, [cli, inst("jobs", "7", uses={}, role="worker")]).allowed
+
+
+def test_a_live_cli_run_mapping_the_old_column_still_holds_the_contract() -> None:
+    cli = inst("microblog", "v1", role="cli", age=0.4, host="ops-1", pid=9)
+    server = inst("microblog", "v2", uses=NEW)
+    d = decide(REMOVES, [cli, server])
+    assert not d.allowed and not d.no_reporters
+    assert d.reasons == [
+        "1 cli instance of microblog v1 still maps public.users.name; last seen 0.4 s ago (host ops-1 pid 9)"
+    ]
+    # Grouped apart from servers of the same version.
+    both = decide(REMOVES, [cli, inst("microblog", "v1", age=1.0), server])
+    assert [r.split(" still")[0] for r in both.reasons] == [
+        "1 cli instance of microblog v1",
+        "1 instance of microblog v1",
+    ]
+    assert both.to_json()["blocking"][0]["role"] in ("cli", "server")
+
+
 def test_decision_json_round_trips_through_json() -> None:
     d = decide(REMOVES, [inst()])
     doc = json.loads(json.dumps(d.to_json()))
     assert doc["allowed"] is False and doc["blocking"][0]["maps"] == ["public.users.name"]
-    assert doc["blocking"][0]["pid"] == 4242
+    assert doc["blocking"][0]["pid"] == 4242 and doc["blocking"][0]["role"] == "server"
+    assert doc["ignored"] == []
 
 
 def test_guard_module_is_pure() -> None:
@@ -203,13 +270,29 @@ def add_instance(
     app: str = "web",
     version: str = "1.0",
     deregistered_ago: float | None = None,
+    host: str = "h1",
+    pid: int = 77,
+    role: str = "server",
 ) -> str:
     instance_id = str(uuid.uuid4())
     db.execute(
-        "INSERT INTO ecm.instances (id, app, version, host, pid, last_heartbeat, interval_s, uses, deregistered_at) "
-        "VALUES (%s, %s, %s, 'h1', 77, now() - make_interval(secs => %s), %s, %s::jsonb, "
-        "CASE WHEN %s::float8 IS NULL THEN NULL ELSE now() - make_interval(secs => %s::float8) END)",
-        (instance_id, app, version, age, interval, json.dumps(uses), deregistered_ago, deregistered_ago),
+        "INSERT INTO ecm.instances "
+        "(id, app, version, host, pid, last_heartbeat, interval_s, uses, deregistered_at, role) "
+        "VALUES (%s, %s, %s, %s, %s, now() - make_interval(secs => %s), %s, %s::jsonb, "
+        "CASE WHEN %s::float8 IS NULL THEN NULL ELSE now() - make_interval(secs => %s::float8) END, %s)",
+        (
+            instance_id,
+            app,
+            version,
+            host,
+            pid,
+            age,
+            interval,
+            json.dumps(uses),
+            deregistered_ago,
+            deregistered_ago,
+            role,
+        ),
     )
     return instance_id
 
@@ -258,6 +341,36 @@ def test_expand_downgrade_refused_while_new_code_is_live(initialized: Engine, db
     add_instance(db, uses={"public.users": ["full_name", "id"]}, version="2.0")
     d = check(initialized, removes={"public.users": ["full_name"]})
     assert not d.allowed and "web 2.0 still maps public.users.full_name" in d.reasons[0]
+
+
+def test_check_contract_leaves_its_own_process_out(initialized: Engine, db: psycopg.Connection) -> None:
+    import os
+    import socket
+
+    mine = add_instance(db, uses={"public.users": ["id", "name"]}, host=socket.gethostname(), pid=os.getpid())
+    d = check(initialized)
+    assert d.blocking == [] and [i.id for i in d.ignored] == [mine]
+    assert not d.allowed and d.no_reporters  # and it is no evidence either
+    # A live CLI run elsewhere holds it, and says so.
+    add_instance(db, uses={"public.users": ["id", "name"]}, role="cli", app="microblog", version="v1")
+    d = check(initialized, allow_no_reporters=True)
+    assert not d.allowed
+    assert d.reasons[0].startswith("1 cli instance of microblog v1 still maps public.users.name; ")
+    assert d.to_json()["blocking"][0]["role"] == "cli"
+
+
+def test_a_registry_from_before_roles_is_read_as_servers(initialized: Engine, db: psycopg.Connection) -> None:
+    """An older control schema (no role column) is still read, not refused as unreadable."""
+    db.execute("ALTER TABLE ecm.instances DROP COLUMN role")
+    add_instance_sql = (
+        "INSERT INTO ecm.instances (id, app, version, host, pid, interval_s, uses) "
+        "VALUES (gen_random_uuid(), 'web', '1.0', 'h1', 77, 10, '{\"public.users\": [\"name\"]}')"
+    )
+    db.execute(add_instance_sql)
+    d = check(initialized)
+    assert not d.allowed and not d.unknown
+    assert d.reasons[0].startswith("1 instance of web 1.0 still maps public.users.name")
+    assert d.blocking[0].instance.role == "server"
 
 
 def test_fail_closed_without_control_schema(engine: Engine) -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -71,8 +75,9 @@ def test_old_code_holds_the_contract_until_sigterm(planned: str) -> None:
 
 
 def test_sigkilled_old_code_holds_the_contract_until_its_ttl(planned: str) -> None:
-    # The old instance's interval is long enough (TTL 3 x 1.5 s) for a CLI run inside it.
-    slow_old = (*OLD[:-1], "1.5")
+    # The old instance's interval is long enough (TTL 3 x 3 s) for a CLI run inside it, even
+    # on a loaded machine where starting `ecm` takes seconds.
+    slow_old = (*OLD[:-1], "3")
     with running(planned, *NEW) as new_app, running(planned, *slow_old) as old_app:
         new_app.ready()
         old_id, _ = old_app.ready()
@@ -82,7 +87,7 @@ def test_sigkilled_old_code_holds_the_contract_until_its_ttl(planned: str) -> No
         assert instance_row(planned, old_id)["deregistered_at"] is None  # it could not deregister
         assert code == 3 and "web 1.0 still maps public.users.name" in stderr
         # Its TTL passes: allowed, while the new version keeps reporting...
-        wait_for(lambda: instance_row(planned, old_id)["age"] > 3 * 1.5, 15, "TTL")
+        wait_for(lambda: instance_row(planned, old_id)["age"] > 3 * 3, 20, "TTL")
         code, _, stderr = guard(planned)
         assert code == 0, stderr
         # ...unless ECM_LIVE_TTL stretches every instance's TTL.
@@ -239,3 +244,231 @@ def test_check_app(database_url: str, db: psycopg.Connection, tmp_path: Path) ->
     ):
         code, out, err = check(bad)
         assert code == 2 and message in err and out == "", (bad, err)
+
+
+def test_check_app_on_an_async_applications_models(
+    database_url: str, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    """The models module of an asyncio app: AsyncAttrs, an AsyncEngine made at import, an asyncpg URL."""
+    (tmp_path / "async_models.py").write_text(
+        textwrap.dedent(
+            """
+            import os
+
+            from sqlalchemy import BigInteger, Text
+            from sqlalchemy.ext.asyncio import AsyncAttrs, async_sessionmaker, create_async_engine
+            from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+            engine = create_async_engine(os.environ["DATABASE_URL"], pool_size=5)
+            Session = async_sessionmaker(engine, expire_on_commit=False)
+
+            class Base(AsyncAttrs, DeclarativeBase):
+                pass
+
+            class User(Base):
+                __tablename__ = "users"
+                id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+                full_name: Mapped[str] = mapped_column(Text)
+            """
+        )
+    )
+    asyncpg = database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+    def check(target: str) -> tuple[int, str, str]:
+        # The deploy gives the app's own asyncpg URL to both: ecm connects with psycopg 3 anyway.
+        result = run_ecm(
+            "check-app",
+            target,
+            "--json",
+            cwd=tmp_path,
+            env={"DATABASE_URL": asyncpg, "ECM_DATABASE_URL": asyncpg},
+        )
+        return result.returncode, result.stdout, result.stderr
+
+    code, out, err = check("async_models:Base")
+    assert code == 3, err
+    assert json.loads(out) == {
+        "target": "async_models:Base",
+        "ready": False,
+        "missing": ["table public.users"],
+    }
+    db.execute("CREATE TABLE users (id bigint PRIMARY KEY, full_name text)")
+    code, out, err = check("async_models:Base.metadata")
+    assert code == 0, err
+    assert json.loads(out)["ready"] is True
+    code, out, err = check("async_models:engine")
+    assert code == 2 and "expected a SQLAlchemy MetaData or declarative Base, got AsyncEngine" in err
+
+
+# -- processes that never served: the ecm process itself, CLI runs -----------------------------
+
+MICROBLOG = '''
+"""A Flask app whose create_app starts its reporter (so it also starts in `flask db ...`)."""
+import os
+import time
+
+import click
+from flask import Flask
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import Integer, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from expandcontract import LiveReporter
+
+db = SQLAlchemy()
+
+
+class User(db.Model):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+
+
+def create_app():
+    app = Flask(__name__)
+    # psycopg2, the driver Flask projects usually have: the reporter still heartbeats on psycopg 3.
+    app.config["SQLALCHEMY_DATABASE_URI"] = os.environ["DATABASE_URL"]
+    db.init_app(app)
+    Migrate(app, db)
+    with app.app_context():
+        # A long interval: its deregistration stays "recent" for the whole test.
+        reporter = LiveReporter(db.engine, app="microblog", version="v1", metadata=db.metadata, interval=30)
+        reporter.start()
+
+    @app.cli.command("linger")
+    @click.argument("seconds", type=float)
+    def linger(seconds):
+        print("READY", reporter.id, os.getpid(), reporter.role, flush=True)
+        time.sleep(seconds)
+
+    return app
+'''
+
+
+def flask(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "microblog", *args],
+        cwd=tmp_path,
+        env={**os.environ, "DATABASE_URL": url.replace("postgresql://", "postgresql+psycopg2://", 1)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def instances_doc(url: str) -> list[dict[str, Any]]:
+    result = run_ecm("instances", "--database-url", url, "--json")
+    assert result.returncode == 0, result.stderr
+    docs: list[dict[str, Any]] = json.loads(result.stdout)["instances"]
+    return docs
+
+
+def test_flask_cli_runs_register_as_cli_and_prove_nothing(planned: str, tmp_path: Path) -> None:
+    (tmp_path / "microblog.py").write_text(MICROBLOG)
+    for args in (("db", "init"), ("db", "current")):
+        run = flask(tmp_path, planned, *args)
+        assert run.returncode == 0, run.stderr
+    runs = instances_doc(planned)
+    assert [(i["app"], i["role"], i["state"]) for i in runs] == [("microblog", "cli", "deregistered")] * 2
+    assert all(i["ttl_s"] == 90 for i in runs)  # deregistered within their TTL: "recent"
+
+    # Two deregistered CLI runs, and no server anywhere: no evidence that the fleet reports.
+    code, doc, stderr = guard(planned)
+    assert code == 3, stderr
+    (reason,) = doc["plans"][0]["reasons"]  # type: ignore[index]
+    assert reason.startswith(
+        "no instance of any application reported within its TTL (3x its interval) other than "
+        "command-line runs (2 of microblog v1), which prove nothing about the serving fleet"
+    )
+    assert doc["plans"][0]["no_reporters"] is True  # type: ignore[index]
+
+    text = run_ecm("instances", "--database-url", planned)
+    assert "cli" in text.stderr and "deregistered" in text.stderr
+
+
+def test_a_running_cli_process_still_holds_the_contract(planned: str, tmp_path: Path) -> None:
+    (tmp_path / "microblog.py").write_text(MICROBLOG)
+    with running(planned, *NEW) as server:
+        server.ready()
+        linger = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "microblog", "linger", "60"],
+            cwd=tmp_path,
+            env={**os.environ, "DATABASE_URL": planned.replace("postgresql://", "postgresql+psycopg2://", 1)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert linger.stdout is not None
+            _, instance_id, pid, role = linger.stdout.readline().split()
+            assert role == "cli"
+            code, doc, stderr = guard(planned)
+            assert code == 3, stderr
+            (reason,) = doc["plans"][0]["reasons"]  # type: ignore[index]
+            assert reason.startswith(
+                "1 cli instance of microblog v1 still maps public.users.name; last seen "
+            )
+            assert reason.endswith(f"pid {pid})")
+            assert doc["plans"][0]["blocking"][0]["role"] == "cli"  # type: ignore[index]
+            linger.send_signal(signal.SIGTERM)  # its code stops: the reporter deregisters
+            assert linger.wait(30) == -signal.SIGTERM
+        finally:
+            if linger.poll() is None:
+                linger.kill()
+                linger.wait(10)
+        assert instance_row(planned, instance_id)["deregistered_at"] is not None
+        code, doc, stderr = guard(planned)
+        assert code == 0, stderr  # the v2 server is the evidence
+
+
+SHOP_ENV_LINES = """
+# The project's env.py imports the application, which starts its reporter at import time: under
+# `ecm upgrade` that reporter runs inside the ecm process itself.
+import shop  # noqa: E402
+
+target_metadata = shop.metadata
+"""
+
+SHOP = """
+import os
+
+from sqlalchemy import Column, Integer, MetaData, Table, Text
+
+from expandcontract import LiveReporter
+
+metadata = MetaData()
+Table("users", metadata, Column("id", Integer, primary_key=True), Column("name", Text), Column("full_name", Text))
+reporter = LiveReporter(
+    os.environ["ECM_DATABASE_URL"], app="shop", version="1", metadata=metadata, interval=30
+).start()
+"""
+
+
+def test_the_ecm_process_does_not_hold_its_own_contract(
+    tmp_path: Path, database_url: str, db: psycopg.Connection
+) -> None:
+    from .project import make_project
+
+    db.execute("CREATE TABLE users (id int PRIMARY KEY, name text NOT NULL)")
+    db.execute("INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 50) g")
+    project = make_project(tmp_path / "shop", database_url)
+    env_py = project.root / "migrations" / "env.py"
+    text = env_py.read_text()
+    env_py.write_text(text.replace("target_metadata = None\n", SHOP_ENV_LINES, 1))
+    (project.root / "shop.py").write_text(SHOP)
+    result = project.ecm("plan", "rename-column", "users", "name", "full_name")
+    assert result.returncode == 0, result.stderr
+
+    with running(database_url, *NEW) as server:  # new code serves: the evidence
+        server.ready()
+        # expand, backfill and contract in one run: env.py (and so the reporter) loads first.
+        result = project.ecm("upgrade", "--json")
+        assert result.returncode == 0, result.stderr
+        assert (
+            json.loads(result.stdout)["contracts"]["applied"][0]["plan_id"] == "rename_users_name_full_name"
+        )
+    # Each ecm run that loaded env.py reported, as a CLI run, and went away at its end.
+    shop = [i for i in instances_doc(database_url) if i["app"] == "shop"]
+    assert shop and {(i["role"], i["state"]) for i in shop} == {("cli", "deregistered")}
+    assert shop[0]["uses"] == {"public.users": ["full_name", "id", "name"]}

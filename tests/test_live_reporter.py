@@ -336,3 +336,260 @@ def test_a_least_privilege_application_role_can_report(
     finally:
         db.execute(f'DROP OWNED BY "{role}"')
         db.execute(f'DROP ROLE "{role}"')
+
+
+# -- any driver, AsyncEngine: the heartbeat is ecm's own psycopg 3 connection ------------------
+
+
+def reporter_backends(db: psycopg.Connection) -> list[tuple[str, str]]:
+    """(application_name, backend_type) of the reporters' own connections to this database."""
+    rows = db.execute(
+        "SELECT application_name, backend_type FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name LIKE 'ecm-live %%'"
+    ).fetchall()
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def asyncpg_url(database_url: str) -> str:
+    return database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def test_async_engine_reporter_heartbeats_on_its_own_connection(
+    database_url: str, db: psycopg.Connection
+) -> None:
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def app() -> tuple[str, list[tuple[str, str]], int]:
+        engine = create_async_engine(asyncpg_url(database_url), pool_size=2)
+        try:
+            async with LiveReporter(
+                engine, app="shop", version="3", metadata=users_metadata("name"), interval=INTERVAL
+            ) as reporter:
+                assert reporter.registered and reporter.role == "server"
+                first = instance_row(database_url, reporter.id)["last_heartbeat"]
+                deadline = time.monotonic() + 5
+                while instance_row(database_url, reporter.id)["last_heartbeat"] <= first:
+                    assert time.monotonic() < deadline, "no heartbeat"
+                    await asyncio.sleep(0.05)  # the loop stays free: heartbeats run on their thread
+                backends = reporter_backends(db)
+                checked_out = engine.sync_engine.pool.checkedout()  # type: ignore[attr-defined]
+            return reporter.id, backends, checked_out
+        finally:
+            await engine.dispose()
+
+    instance_id, backends, checked_out = asyncio.run(app())
+    assert backends == [("ecm-live shop", "client backend")]  # psycopg 3, not the app's asyncpg pool
+    assert checked_out == 0
+    row = instance_row(database_url, instance_id)
+    assert row["deregistered_at"] is not None and row["uses"] == {"public.users": ["id", "name"]}
+    assert reporter_backends(db) == []  # closed at stop
+
+
+def test_async_engine_with_plain_start_and_stop(database_url: str, db: psycopg.Connection) -> None:
+    """start()/stop() take an AsyncEngine too (e.g. before the event loop runs)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(asyncpg_url(database_url))
+    reporter = LiveReporter(engine, app="shop", version="3", interval=INTERVAL, handle_signals=False).start()
+    try:
+        assert reporter.registered
+        assert rows(db)[0][1:5] == ("shop", "3", reporter.pid, False)
+    finally:
+        reporter.stop()
+    assert rows(db)[0][4] is True
+
+
+def test_an_engine_of_another_driver_reports_through_psycopg3(
+    database_url: str, db: psycopg.Connection
+) -> None:
+    """psycopg2 here; the application's search_path (set in connect_args) still resolves its tables."""
+    db.execute("CREATE SCHEMA app")
+    engine = create_engine(
+        database_url.replace("postgresql://", "postgresql+psycopg2://", 1),
+        connect_args={"options": "-csearch_path=app"},
+    )
+    try:
+        with LiveReporter(
+            engine,
+            app="legacy",
+            version="9",
+            metadata=users_metadata("name"),
+            interval=INTERVAL,
+            handle_signals=False,
+        ) as reporter:
+            assert reporter_backends(db) == [("ecm-live legacy", "client backend")]
+            assert instance_row(database_url, reporter.id)["uses"] == {"app.users": ["id", "name"]}
+            assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
+
+
+def test_astart_asks_the_async_engine_for_its_search_path(database_url: str, db: psycopg.Connection) -> None:
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    db.execute("CREATE SCHEMA app")
+
+    async def app() -> str:
+        engine = create_async_engine(
+            asyncpg_url(database_url), connect_args={"server_settings": {"search_path": "app"}}
+        )
+        try:
+            async with LiveReporter(engine, app="shop", version="3", metadata=users_metadata("name")) as r:
+                return r.id
+        finally:
+            await engine.dispose()
+
+    assert instance_row(database_url, asyncio.run(app()))["uses"] == {"app.users": ["id", "name"]}
+
+
+def test_bind_must_be_an_engine_or_a_url(engine: Engine) -> None:
+    from sqlalchemy.orm import Session
+
+    with pytest.raises(TypeError, match="Engine, an AsyncEngine or a database URL, not Session"):
+        LiveReporter(Session(engine), app="web", version="1")  # type: ignore[arg-type]
+
+
+# -- roles ---------------------------------------------------------------------------------
+
+
+def test_role_is_registered(engine: Engine, db: psycopg.Connection) -> None:
+    with (
+        LiveReporter(engine, app="web", version="1", interval=INTERVAL, handle_signals=False) as server,
+        LiveReporter(engine, app="jobs", version="1", interval=INTERVAL, handle_signals=False, role="worker"),
+        LiveReporter(engine, app="ops", version="1", interval=INTERVAL, handle_signals=False, role="cli"),
+    ):
+        assert server.role == "server"  # pytest is no command-line run of the application
+        roles = db.execute("SELECT app, role FROM ecm.instances ORDER BY app").fetchall()
+        assert roles == [("jobs", "worker"), ("ops", "cli"), ("web", "server")]
+    with pytest.raises(ValueError, match="role must be one of server, worker, cli"):
+        LiveReporter(engine, app="web", version="1", role="daemon")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("argv", "main_module", "expected"),
+    [
+        (["/venv/bin/ecm", "upgrade"], "", "cli"),
+        (["/x/expandcontract/__main__.py", "upgrade"], "expandcontract.__main__", "cli"),
+        (["/venv/bin/alembic", "upgrade", "head"], "", "cli"),
+        (["/x/alembic/__main__.py", "upgrade", "head"], "alembic.__main__", "cli"),
+        (["/venv/bin/flask", "db", "upgrade"], "", "cli"),
+        (["/venv/bin/flask", "--app", "microblog", "db", "current"], "", "cli"),
+        (["/x/flask/__main__.py", "shell"], "flask.__main__", "cli"),
+        (["C:\\venv\\Scripts\\alembic.exe", "current"], "", "cli"),
+        (["/venv/bin/flask", "--app", "microblog", "run"], "", "server"),
+        (["/venv/bin/gunicorn", "app:wsgi"], "", "server"),
+        (["/x/myapp/__main__.py"], "myapp.__main__", "server"),
+        (["/x/expandcontract/demo/app.py"], "expandcontract.demo.app", "server"),
+        ([], "", "server"),
+    ],
+)
+def test_process_role_detection(argv: list[str], main_module: str, expected: str) -> None:
+    assert reporter_module.process_role(argv, main_module) == expected
+
+
+def test_set_process_role_wins_and_is_per_process(engine: Engine, db: psycopg.Connection) -> None:
+    from expandcontract import set_process_role
+
+    set_process_role("cli")
+    try:
+        assert reporter_module.process_role(["/venv/bin/gunicorn"], "") == "cli"
+        with LiveReporter(engine, app="manage", version="1", interval=INTERVAL, handle_signals=False) as r:
+            assert r.role == "cli"
+        # An explicit role still wins over the process's.
+        assert LiveReporter(engine, app="web", version="1", role="server").role == "server"
+    finally:
+        set_process_role(None)
+    assert db.execute("SELECT role FROM ecm.instances").fetchall() == [("cli",)]
+    with pytest.raises(ValueError, match="role must be one of"):
+        set_process_role("batch")  # type: ignore[arg-type]
+
+
+# -- the control schema before roles (revision 0001) ------------------------------------------
+
+
+def control_at(engine: Engine, revision: str) -> None:
+    from alembic import command
+
+    from expandcontract.db import control
+
+    with engine.connect() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS ecm")
+        command.upgrade(control.alembic_config(conn, "ecm"), revision)
+        conn.commit()
+
+
+def test_a_registry_at_revision_0001_upgrades_in_place(engine: Engine, db: psycopg.Connection) -> None:
+    control_at(engine, "0001")
+    db.execute(
+        "INSERT INTO ecm.instances (id, app, version, host, pid, interval_s, uses) "
+        "VALUES (gen_random_uuid(), 'web', '1.0', 'h1', 77, 10, '{}')"
+    )
+    with LiveReporter(engine, app="ops", version="2", interval=INTERVAL, handle_signals=False, role="cli"):
+        assert db.execute("SELECT version_num FROM ecm.schema_version").fetchall() == [("0002",)]
+        roles = db.execute("SELECT app, role FROM ecm.instances ORDER BY app").fetchall()
+        assert roles == [("ops", "cli"), ("web", "server")]  # the old row became a server
+
+
+def test_an_application_role_that_cannot_upgrade_the_registry_still_reports(
+    engine: Engine, db: psycopg.Connection, database_url: str
+) -> None:
+    """The library is newer than the control schema and the app may not ALTER it: it reports anyway."""
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    control_at(engine, "0001")
+    role = f"ecm_app_{uuid.uuid4().hex[:8]}"
+    db.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        db.execute(f'GRANT USAGE ON SCHEMA ecm TO "{role}"')
+        db.execute(f'GRANT SELECT ON ecm.schema_version TO "{role}"')
+        db.execute(f'GRANT SELECT, INSERT, UPDATE ON ecm.instances TO "{role}"')
+        url = make_url(normalize(database_url)).set(username=role).render_as_string(hide_password=False)
+        with (
+            structlog.testing.capture_logs() as logs,
+            LiveReporter(url, app="web", version="1", interval=INTERVAL, handle_signals=False) as reporter,
+        ):
+            assert reporter.registered
+            assert rows(db)[0][0] == reporter.id
+        assert any(e["event"] == "live_control_upgrade_skipped" for e in logs)
+        assert db.execute("SELECT version_num FROM ecm.schema_version").fetchall() == [("0001",)]
+        assert rows(db)[0][4] is True
+    finally:
+        db.execute(f'DROP OWNED BY "{role}"')
+        db.execute(f'DROP ROLE "{role}"')
+
+
+# -- schema_ready, awaited -------------------------------------------------------------------
+
+
+def test_schema_ready_is_awaitable_with_an_async_engine_or_connection(
+    database_url: str, db: psycopg.Connection
+) -> None:
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    metadata = users_metadata("name", "full_name")
+    db.execute("CREATE TABLE users (id int PRIMARY KEY, name text)")
+
+    async def probe() -> tuple[list[str], list[str], list[str]]:
+        engine = create_async_engine(asyncpg_url(database_url))
+        try:
+            before = await schema_ready(engine, metadata)
+            async with engine.connect() as conn:
+                on_conn = await schema_ready(conn, metadata, uses={"audit.log": ["line"]})
+            db.execute("ALTER TABLE users ADD COLUMN full_name text")
+            after = await schema_ready(engine, metadata)
+            return before, on_conn, after
+        finally:
+            await engine.dispose()
+
+    before, on_conn, after = asyncio.run(probe())
+    assert before == ["column public.users.full_name"]
+    assert on_conn == ["table audit.log", "column public.users.full_name"]
+    assert after == []

@@ -54,6 +54,7 @@ def _instances_doc(conn: Connection, include_all: bool) -> dict[str, Any]:
                 "version": instance.version,
                 "host": instance.host,
                 "pid": instance.pid,
+                "role": instance.role,
                 "state": state(instance, ttl),
                 "started_at": row["started_at"].isoformat(),
                 "last_heartbeat": row["last_heartbeat"].isoformat(),
@@ -85,12 +86,15 @@ def instances_table(instances: list[dict[str, Any]], *, title: str, maps: bool) 
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("app", "version", "host", "pid", "state", "last seen", *(("maps",) if maps else ())):
-        table.add_column(col)
+    for col in ("app", "version", "role", "host", "pid", "state", "last seen"):
+        table.add_column(col, no_wrap=col not in ("app", "version", "host"))
+    if maps:
+        table.add_column("maps")
     for i in instances:
         row = [
             i["app"],
             i["version"],
+            str(i.get("role") or "server"),
             i["host"],
             str(i["pid"]),
             i["state"],

@@ -4,6 +4,10 @@
 unreadable registry or a failing clock query each become a refusal that says why,
 because a guard that errors out is too easily retried with the guard switched off, and
 one that allows on error lets a contract break running code.
+
+The checking process itself (this host, this pid) is never live code for its own check:
+``ecm upgrade`` loads the project's ``env.py``, which may import the application and
+start its reporter, and that instance would otherwise hold the contract ecm is running.
 """
 
 from __future__ import annotations
@@ -65,6 +69,11 @@ def _read(conn: Connection, ttl: float | None) -> list[Instance] | str:
         return f"cannot read the live-instance registry {schema}.{registry.TABLE}: {_first_line(exc)}"
 
 
+def current_process() -> tuple[str, int]:
+    """This process as the registry names it: the host and pid a reporter here registers."""
+    return socket.gethostname(), os.getpid()
+
+
 def _autocommit(conn: Connection) -> bool:
     if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
         return True
@@ -119,7 +128,15 @@ def check_contract(
         ttl=ttl,
         backfill_problems=backfill_problems,
         allow_no_reporters=allow_no_reporters,
+        current_process=current_process(),
     )
+    if decision.ignored:
+        log.info(
+            "guard_ignored_own_process",
+            plan_id=plan_id,
+            pid=os.getpid(),
+            instances=[f"{i.app} {i.version} ({i.role})" for i in decision.ignored],
+        )
     log.info(
         "guard_decision",
         plan_id=plan_id,

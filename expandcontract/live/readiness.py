@@ -2,18 +2,24 @@
 
 For a readiness probe: a new version that maps a column its expand has not created yet
 would fail on its first query, so it should take no traffic until the list is empty.
+
+Given an AsyncEngine or AsyncConnection, :func:`schema_ready` returns a coroutine
+(``missing = await schema_ready(engine, Base)``): an asyncio application probes on its
+own event loop and its own pool, as its requests will, without blocking the loop. One
+name for both forms, the way SQLAlchemy's async API mirrors its sync one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, overload
 
 from .usage import FALLBACK_SCHEMA, schema_usage
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
     from sqlalchemy.engine import URL, Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 # Tables, partitioned tables, views, materialized views and foreign tables can all be mapped.
 _SQL = """
@@ -49,22 +55,44 @@ def missing(
     return problems
 
 
+@overload
+def schema_ready(
+    bind: AsyncEngine | AsyncConnection,
+    metadata: MetaData | Any,
+    *,
+    uses: Mapping[str, Iterable[str]] | None = None,
+) -> Coroutine[Any, Any, list[str]]: ...
+
+
+@overload
 def schema_ready(
     bind: Engine | Connection | URL | str,
     metadata: MetaData | Any,
     *,
     uses: Mapping[str, Iterable[str]] | None = None,
-) -> list[str]:
+) -> list[str]: ...
+
+
+def schema_ready(
+    bind: Engine | Connection | AsyncEngine | AsyncConnection | URL | str,
+    metadata: MetaData | Any,
+    *,
+    uses: Mapping[str, Iterable[str]] | None = None,
+) -> list[str] | Coroutine[Any, Any, list[str]]:
     """Missing tables and columns (``"table public.users"``, ``"column public.users.full_name"``).
 
     Empty when the code may take traffic. ``bind`` is an Engine, a Connection or a URL;
-    ``metadata`` a MetaData or a declarative Base. Database errors propagate: a probe
-    that cannot reach the database should fail anyway.
+    or an AsyncEngine or AsyncConnection, and then the result is awaited:
+    ``await schema_ready(engine, Base)``. ``metadata`` is a MetaData or a declarative
+    Base. Database errors propagate: a probe that cannot reach the database should fail anyway.
     """
     from sqlalchemy.engine import URL, Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from ..db.engine import create
 
+    if isinstance(bind, AsyncEngine | AsyncConnection):
+        return _schema_ready_async(bind, metadata, uses)
     if isinstance(bind, Connection):
         return missing(bind, metadata, uses)
     if isinstance(bind, Engine):
@@ -77,6 +105,19 @@ def schema_ready(
             return missing(conn, metadata, uses)
     finally:
         engine.dispose()
+
+
+async def _schema_ready_async(
+    bind: AsyncEngine | AsyncConnection,
+    metadata: MetaData | Any,
+    uses: Mapping[str, Iterable[str]] | None,
+) -> list[str]:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    if isinstance(bind, AsyncConnection):
+        return await bind.run_sync(missing, metadata, uses)
+    async with bind.connect() as conn:
+        return await conn.run_sync(missing, metadata, uses)
 
 
 def _null_pool() -> Any:

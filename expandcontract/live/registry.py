@@ -5,6 +5,11 @@ heartbeats write ``now()``), so hosts with skewed clocks cannot make a dead inst
 live or a live one look dead. Reads use ``clock_timestamp()`` rather than ``now()``:
 ``now()`` is frozen at transaction start, and a contract may check from inside a
 transaction that began a while ago.
+
+The ``role`` column came with control-schema revision 0002. Both writes and reads check
+for it, so an application whose library is newer than the database's control schema (and
+whose role may not ALTER it) still reports, and a newer ``ecm`` still reads an older
+registry: rows without a role are servers, as every reporter was before roles existed.
 """
 
 from __future__ import annotations
@@ -31,6 +36,21 @@ def table(schema: str | None = None) -> str:
     return f"{q(schema or control_schema())}.{q(TABLE)}"
 
 
+def has_role_column(conn: Connection) -> bool:
+    """Whether the registry has revision 0002's ``role`` column."""
+    from sqlalchemy import text
+
+    return bool(
+        conn.execute(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass(:t) "
+                "AND attname = 'role' AND attnum > 0 AND NOT attisdropped)"
+            ),
+            {"t": table()},
+        ).scalar()
+    )
+
+
 def register(
     conn: Connection,
     *,
@@ -41,20 +61,27 @@ def register(
     pid: int,
     interval_s: float,
     uses: Mapping[str, Sequence[str]],
+    role: str = "server",
 ) -> Any:
-    """Insert (or revive, after the row was pruned) one instance; returns its started_at."""
+    """Insert (or revive, after the row was pruned) one instance; returns its started_at.
+
+    Without the ``role`` column (a control schema older than this library) the row is
+    written without it rather than not at all: reporting matters more than the role.
+    """
     from sqlalchemy import text
 
+    with_role = has_role_column(conn)
     return conn.execute(
         text(
             f"""
             INSERT INTO {table()} AS i
-                (id, app, version, host, pid, started_at, last_heartbeat, interval_s, uses)
+                (id, app, version, host, pid, started_at, last_heartbeat, interval_s, uses
+                 {", role" if with_role else ""})
             VALUES (CAST(:id AS uuid), :app, :version, :host, :pid, now(), now(), :interval_s,
-                    CAST(:uses AS jsonb))
+                    CAST(:uses AS jsonb) {", :role" if with_role else ""})
             ON CONFLICT (id) DO UPDATE
                SET last_heartbeat = now(), deregistered_at = NULL, interval_s = EXCLUDED.interval_s,
-                   uses = EXCLUDED.uses
+                   uses = EXCLUDED.uses {", role = EXCLUDED.role" if with_role else ""}
             RETURNING started_at
             """
         ),
@@ -66,6 +93,7 @@ def register(
             "pid": pid,
             "interval_s": float(interval_s),
             "uses": json.dumps({t: list(c) for t, c in uses.items()}),
+            "role": role,
         },
     ).scalar_one()
 
@@ -122,11 +150,12 @@ def read(
     """
     from sqlalchemy import text
 
+    role = "role" if has_role_column(conn) else "'server'::text"
     result = conn.execute(
         text(
             f"""
-            SELECT id::text AS id, app, version, host, pid, started_at, last_heartbeat,
-                   deregistered_at, interval_s, uses,
+            SELECT id::text AS id, app, version, host, pid, {role} AS role, started_at,
+                   last_heartbeat, deregistered_at, interval_s, uses,
                    extract(epoch FROM clock_timestamp() - last_heartbeat)::float8
                        AS seconds_since_heartbeat,
                    extract(epoch FROM clock_timestamp() - deregistered_at)::float8
@@ -161,4 +190,5 @@ def to_instance(row: Mapping[str, Any]) -> Instance:
         interval_s=float(row["interval_s"]),
         uses={str(t): tuple(str(c) for c in cols) for t, cols in uses.items()},
         seconds_since_deregistered=None if since_dereg is None else float(since_dereg),
+        role=str(row.get("role") or "server"),
     )

@@ -15,6 +15,15 @@ reporter's job is to be *truthful about liveness* without ever hurting the appli
   deregisters with a timeout, then the previous handler's behaviour follows.
 * ``fork()`` copies no threads, so a pre-forking server's workers would look dead (or,
   worse, share the parent's identity). Each forked child registers as its own instance.
+* Heartbeats go through a small psycopg 3 engine of the reporter's own, derived from
+  whatever the application hands in (an Engine of any driver, an AsyncEngine, a URL).
+  The application's pool may be exhausted, or asyncio-bound to a loop the heartbeat
+  thread cannot use; liveness must not depend on either. The application's own engine
+  is asked once, at start, for what only it knows: a password kept outside its URL and
+  the schema its connections resolve unqualified table names in.
+* A ``role`` says whether the instance serves. Command-line runs that import the
+  application (``flask db upgrade``, ``alembic``, ``ecm`` itself) still block a contract
+  while they run, but are no evidence that the serving fleet reports.
 """
 
 from __future__ import annotations
@@ -24,21 +33,24 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 import threading
 import uuid
 import warnings
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ..guard import ROLES, Role
 from ..log import get_logger
 from .usage import FALLBACK_SCHEMA, schema_usage
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
     from sqlalchemy.engine import URL, Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = get_logger("expandcontract.live")
 
@@ -48,11 +60,55 @@ DEREGISTER_TIMEOUT = 5.0
 BACKOFF_FIRST = 0.25
 #: Per-statement limit for the reporter's own writes, so a stuck lock cannot pile them up.
 STATEMENT_TIMEOUT = "5s"
+#: ``application_name`` of the reporter's own connections (followed by the app's name).
+APPLICATION_NAME = "ecm-live"
 
 _running: weakref.WeakSet[LiveReporter] = weakref.WeakSet()
 _hooks_installed = False
 _thread_warning_given = False
 _module_lock = threading.Lock()
+_process_role: Role | None = None
+
+#: Programs (console scripts, or ``python -m`` packages) that run the application's code
+#: without serving it. ``flask`` counts unless it runs the server (``flask run``).
+_CLI_PROGRAMS = frozenset({"ecm", "alembic", "expandcontract"})
+
+
+def set_process_role(role: Role | None) -> None:
+    """Declare what this whole process is, for every reporter that names no ``role``.
+
+    For a program's own entry point: a management command that imports the application
+    (and so starts its reporter) calls ``set_process_role("cli")`` first. A flag in this
+    process rather than an environment variable, which would leak into the servers such
+    a program may start. ``None`` goes back to detecting it.
+    """
+    global _process_role
+    if role is not None and role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    _process_role = role
+
+
+def process_role(argv: Sequence[str] | None = None, main_module: str | None = None) -> Role:
+    """The role of a reporter that names none: what :func:`set_process_role` said, else detected.
+
+    ``cli`` inside ``ecm``, ``alembic`` and ``flask`` (other than ``flask run``), whether
+    started as console scripts or with ``python -m``; ``server`` otherwise.
+    """
+    if _process_role is not None:
+        return _process_role
+    argv = sys.argv if argv is None else argv
+    if main_module is None:
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        main_module = str(getattr(spec, "name", None) or "")
+    package = main_module.removesuffix(".__main__")
+    # Either separator: a Windows console script is ``...\\Scripts\\alembic.exe``.
+    program = argv[0].replace("\\", "/").rsplit("/", 1)[-1].lower() if argv else ""
+    program = program.removesuffix(".exe").removesuffix("-script.py")
+    if package in _CLI_PROGRAMS or program in _CLI_PROGRAMS:
+        return "cli"
+    if "flask" in (package, program):
+        return "server" if "run" in argv[1:] else "cli"
+    return "server"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -100,18 +156,30 @@ def _warn_not_main_thread() -> None:
     log.warning("live_no_signal_handler", reason="not the main thread")
 
 
+def _is_async_engine(bind: object) -> bool:
+    try:
+        from sqlalchemy.ext.asyncio import AsyncEngine
+    except ImportError:  # pragma: no cover - part of SQLAlchemy 2
+        return False
+    return isinstance(bind, AsyncEngine)
+
+
 class LiveReporter:
     """Report this process as a live instance of ``app`` ``version`` and the schema it maps.
 
-    ``bind`` is an Engine or a URL (``postgresql://``/``postgres://`` mean psycopg 3).
-    ``uses`` (``{"table" or "schema.table": [columns]}``) adds what code without
-    SQLAlchemy metadata reads or writes. Use as a context manager, or call :meth:`start`
-    and :meth:`stop` (alias :meth:`deregister`) from the framework's lifecycle hooks.
+    ``bind`` is the application's Engine (any driver), its AsyncEngine, or a URL; the
+    reporter connects with psycopg 3 on its own connection either way. ``uses``
+    (``{"table" or "schema.table": [columns]}``) adds what code without SQLAlchemy
+    metadata reads or writes. ``role`` is ``server``, ``worker`` or ``cli``; left out, it
+    is ``cli`` inside ``ecm``/``alembic``/``flask db`` processes and ``server`` elsewhere
+    (see :func:`process_role`). Use as a context manager (``with`` or ``async with``), or
+    call :meth:`start`/:meth:`stop` (:meth:`astart`/:meth:`astop` in asyncio code) from
+    the framework's lifecycle hooks.
     """
 
     def __init__(
         self,
-        bind: Engine | URL | str,
+        bind: Engine | AsyncEngine | URL | str,
         *,
         app: str,
         version: str,
@@ -119,13 +187,22 @@ class LiveReporter:
         uses: Mapping[str, Iterable[str]] | None = None,
         interval: float = 10.0,
         handle_signals: bool = True,
+        role: Role | None = None,
     ) -> None:
+        from sqlalchemy.engine import URL, Engine
+
         if not app or not isinstance(app, str):
             raise ValueError("LiveReporter needs app, the application's name")
         if not version or not isinstance(version, str):
             raise ValueError("LiveReporter needs version, the deployed code's version")
         if not interval > 0:
             raise ValueError(f"interval must be positive seconds, not {interval!r}")
+        if role is not None and role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        if not isinstance(bind, Engine | URL | str) and not _is_async_engine(bind):
+            raise TypeError(
+                f"LiveReporter needs an Engine, an AsyncEngine or a database URL, not {type(bind).__name__}"
+            )
         self.app = app
         self.version = version
         self.metadata = metadata
@@ -139,9 +216,14 @@ class LiveReporter:
         self.started: datetime | None = None
         #: What the instance registered as mapped, ``{"schema.table": [columns]}``.
         self.usage: dict[str, list[str]] | None = None
+        self._role = role
         self._bind = bind
+        #: psycopg 3 URL of the reporter's own connections, once known.
+        self._url: URL | None = None
+        #: The application connection's current_schema(), once asked (see _probe).
+        self._default_schema: str | None = None
+        self._probed = not isinstance(bind, Engine)
         self._engine: Engine | None = None
-        self._owns_engine = False
         self._lock = threading.Lock()
         self._running = False
         self._registered = False
@@ -168,54 +250,53 @@ class LiveReporter:
         """True once the registry has this instance and until it deregisters."""
         return self._registered and not self._deregistered
 
+    @property
+    def role(self) -> Role:
+        """The role given, else this process's (:func:`process_role`), fixed once started."""
+        return self._role if self._role is not None else process_role()
+
     def start(self) -> LiveReporter:
-        """Register now (a failure is logged and retried on the thread) and start heartbeats."""
-        with self._lock:
-            if self._running:
-                return self
-            self._running = True
-            self._stop_requested = False
-            self._terminating = False
-            self._deregistered = False
-        try:
-            self._register()
-        except Exception as exc:
-            log.warning(
-                "live_register_failed",
-                app=self.app,
-                instance=self.id,
-                error=_first_line(exc),
-                retry_in=self.interval,
-            )
-        _install_process_hooks()
-        _running.add(self)
-        # The thread first: a SIGTERM right after the handler is installed needs it to deregister.
-        self._start_thread(register_first=not self._registered)
-        if self.handle_signals:
-            self._install_signal_handler()
+        """Register now (a failure is logged and retried on the thread) and start heartbeats.
+
+        Blocking (one registration, a few milliseconds); in asyncio code ``await``
+        :meth:`astart` instead, which also asks an AsyncEngine what only it knows.
+        """
+        if not self._begin():
+            return self
+        self._first_registration()
+        self._launch()
+        return self
+
+    async def astart(self) -> LiveReporter:
+        """:meth:`start` for asyncio code: the blocking registration runs off the event loop.
+
+        Call it from the loop's thread (the main thread, usually): the SIGTERM handler can
+        only be installed there.
+        """
+        import asyncio
+
+        if not self._begin():
+            return self
+        if _is_async_engine(self._bind):
+            await self._aprobe()
+        await asyncio.to_thread(self._first_registration)
+        self._launch()
         return self
 
     def stop(self) -> None:
         """Stop heartbeats and deregister (bounded by :data:`DEREGISTER_TIMEOUT`); idempotent."""
-        with self._lock:
-            if not self._running:
-                return
-            self._running = False
-        _running.discard(self)
-        self._stop_requested = True
-        self._wake()
-        thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            # The heartbeat thread deregisters on its way out.
-            thread.join(DEREGISTER_TIMEOUT + 1.0)
-        elif thread is None or not thread.is_alive():
-            self._deregister_with_timeout()
-        self._restore_signal_handler()
-        if self._owns_engine and self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        if self._halt():
+            self._restore_signal_handler()
+
+    async def astop(self) -> None:
+        """:meth:`stop` for asyncio code: waiting for the deregistration does not block the loop."""
+        import asyncio
+
+        if await asyncio.to_thread(self._halt):
+            self._restore_signal_handler()
 
     deregister = stop
+    aderegister = astop
 
     def __enter__(self) -> LiveReporter:
         return self.start()
@@ -228,28 +309,156 @@ class LiveReporter:
     ) -> None:
         self.stop()
 
+    async def __aenter__(self) -> LiveReporter:
+        return await self.astart()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.astop()
+
     def __repr__(self) -> str:
         return (
-            f"<LiveReporter {self.app} {self.version} id={self.id} pid={self.pid} "
+            f"<LiveReporter {self.app} {self.version} role={self.role} id={self.id} pid={self.pid} "
             f"{'running' if self._running else 'stopped'}>"
         )
 
+    # -- lifecycle --------------------------------------------------------------------
+
+    def _begin(self) -> bool:
+        """Mark running; False when it already was (start is idempotent)."""
+        with self._lock:
+            if self._running:
+                return False
+            self._running = True
+            self._stop_requested = False
+            self._terminating = False
+            self._deregistered = False
+        # Fixed for the life of this start: set_process_role() later changes nothing here.
+        self._role = self.role
+        return True
+
+    def _first_registration(self) -> None:
+        try:
+            self._register()
+        except Exception as exc:
+            log.warning(
+                "live_register_failed",
+                app=self.app,
+                instance=self.id,
+                error=_first_line(exc),
+                retry_in=self.interval,
+            )
+
+    def _launch(self) -> None:
+        _install_process_hooks()
+        _running.add(self)
+        # The thread first: a SIGTERM right after the handler is installed needs it to deregister.
+        self._start_thread(register_first=not self._registered)
+        if self.handle_signals:
+            self._install_signal_handler()
+
+    def _halt(self) -> bool:
+        """Stop the heartbeat thread, deregister and close our engine; False if not running."""
+        with self._lock:
+            if not self._running:
+                return False
+            self._running = False
+        _running.discard(self)
+        self._stop_requested = True
+        self._wake()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            # The heartbeat thread deregisters on its way out.
+            thread.join(DEREGISTER_TIMEOUT + 1.0)
+        elif thread is None or not thread.is_alive():
+            self._deregister_with_timeout()
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+        return True
+
     # -- database ---------------------------------------------------------------------
+
+    def _probe(self) -> None:
+        """Ask the application's (sync) Engine once what only its connections know.
+
+        A password kept outside the URL (``connect_args``, a ``creator``) and the schema
+        unqualified table names resolve to (a ``search_path`` set in ``connect_args``):
+        the reporter's own connection would otherwise register the wrong tables.
+        Failing is not fatal: registration goes on with the URL, and tries again on recovery.
+        """
+        from sqlalchemy import text
+        from sqlalchemy.engine import Engine
+
+        from ..db.engine import bind_url
+        from ..urls import to_psycopg
+
+        bind = self._bind
+        if self._probed or not isinstance(bind, Engine):
+            return
+        try:
+            with bind.connect() as conn:
+                self._default_schema = conn.execute(text("SELECT current_schema()")).scalar()
+                self._set_url(to_psycopg(bind_url(conn)))
+                conn.rollback()
+        except Exception as exc:
+            log.warning("live_probe_failed", app=self.app, instance=self.id, error=_first_line(exc))
+            return
+        self._probed = True
+
+    async def _aprobe(self) -> None:
+        """:meth:`_probe` for an AsyncEngine, on the application's event loop (its pool is bound to it)."""
+        from sqlalchemy import text
+
+        from ..db.engine import bind_url
+        from ..urls import to_psycopg
+
+        bind: Any = self._bind
+        try:
+            async with bind.connect() as aconn:
+                self._default_schema = (await aconn.execute(text("SELECT current_schema()"))).scalar()
+                self._set_url(to_psycopg(bind_url(aconn.sync_connection)))
+                await aconn.rollback()
+        except Exception as exc:
+            log.warning("live_probe_failed", app=self.app, instance=self.id, error=_first_line(exc))
+
+    def _set_url(self, url: URL) -> None:
+        if self._url is not None and url != self._url and self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+        self._url = url
+
+    def _own_url(self) -> URL:
+        """The psycopg 3 URL of the database ``bind`` names, whatever its driver."""
+        from sqlalchemy.engine import URL
+
+        from ..db.engine import bind_url
+        from ..urls import to_psycopg
+
+        if self._url is None:
+            bind = self._bind
+            self._url = to_psycopg(bind if isinstance(bind, str | URL) else bind_url(bind))
+        return self._url
 
     def _get_engine(self) -> Engine:
         if self._engine is None:
-            from sqlalchemy.engine import URL, Engine
-
             from ..db.engine import create
 
-            bind = self._bind
-            if isinstance(bind, Engine):
-                self._engine = bind
-            else:
-                url = bind.render_as_string(hide_password=False) if isinstance(bind, URL) else str(bind)
-                # Its own small pool: the heartbeat and a deregistration at most at once.
-                self._engine = create(url, pool_size=1, max_overflow=1)
-                self._owns_engine = True
+            url = self._own_url()
+            # Named in pg_stat_activity, unless the URL names it already.
+            name = (
+                {}
+                if "application_name" in url.query
+                else {"application_name": f"{APPLICATION_NAME} {self.app}"[:63]}
+            )
+            # Its own small pool: the heartbeat and a deregistration at most at once.
+            self._engine = create(
+                url.render_as_string(hide_password=False), pool_size=1, max_overflow=1, connect_args=name
+            )
         return self._engine
 
     def _timeouts(self, conn: Connection) -> None:
@@ -257,20 +466,48 @@ class LiveReporter:
 
         conn.execute(text(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'"))
 
-    def _register(self) -> None:
+    def _ensure_control(self, conn: Connection) -> None:
+        """Bring the control schema to head; applications may start before anyone ran `ecm init`.
+
+        An application role that may not upgrade an older control schema still registers
+        in the registry that is there (without the columns it lacks).
+        """
         from sqlalchemy import text
 
         from ..db import control
         from . import registry
 
+        try:
+            control.ensure(conn)
+        except Exception as exc:
+            if conn.in_transaction():
+                conn.rollback()
+            if conn.execute(text("SELECT to_regclass(:t)"), {"t": registry.table()}).scalar() is None:
+                raise
+            conn.rollback()
+            log.warning(
+                "live_control_upgrade_skipped",
+                app=self.app,
+                instance=self.id,
+                error=_first_line(exc),
+                detail="registering in the existing registry; run `ecm init` to upgrade it",
+            )
+
+    def _register(self) -> None:
+        from sqlalchemy import text
+
+        from . import registry
+
+        self._probe()
         with self._get_engine().connect() as conn:
             if not self._control_ensured:
-                # Applications may start before anyone ran `ecm init`.
-                control.ensure(conn)
+                self._ensure_control(conn)
             with conn.begin():
                 self._timeouts(conn)
                 if self.usage is None:
-                    default_schema = conn.execute(text("SELECT current_schema()")).scalar()
+                    default_schema = (
+                        self._default_schema or conn.execute(text("SELECT current_schema()")).scalar()
+                    )
                     self.usage = schema_usage(self.metadata, self.uses, default_schema or FALLBACK_SCHEMA)
                 self.started = registry.register(
                     conn,
@@ -281,6 +518,7 @@ class LiveReporter:
                     pid=self.pid,
                     interval_s=self.interval,
                     uses=self.usage,
+                    role=self.role,
                 )
             if not self._control_ensured:
                 self._prune(conn)
@@ -291,6 +529,7 @@ class LiveReporter:
             "live_registered",
             app=self.app,
             version=self.version,
+            role=self.role,
             instance=self.id,
             pid=self.pid,
             interval_s=self.interval,
@@ -454,8 +693,6 @@ class LiveReporter:
 
     def _restart_in_child(self) -> None:
         """After fork(): a new instance (own id, own pid) with its own heartbeat thread."""
-        from sqlalchemy.engine import Engine
-
         self.id = str(uuid.uuid4())
         self.pid = os.getpid()
         self.started = None
@@ -471,7 +708,7 @@ class LiveReporter:
             self._wake_w.close()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
-        if isinstance(self._engine, Engine):
+        if self._engine is not None:
             # The parent's pooled connections must not be used here (SQLAlchemy's advice for
             # forked children); close=False leaves them to the parent.
             self._engine.dispose(close=False)
