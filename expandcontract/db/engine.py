@@ -37,7 +37,7 @@ def bind_url(bind: Any) -> URL:
     engine = getattr(bind, "sync_engine", None) or getattr(bind, "engine", None) or bind
     engine = getattr(engine, "sync_engine", None) or engine
     url: URL = engine.url
-    if url.password is None and hasattr(bind, "connection"):
+    if not url.password and hasattr(bind, "connection"):
         password = _dbapi_password(bind)
         if password:
             url = url.set(password=password)
