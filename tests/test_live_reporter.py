@@ -593,3 +593,26 @@ def test_schema_ready_is_awaitable_with_an_async_engine_or_connection(
     assert before == ["column public.users.full_name"]
     assert on_conn == ["table audit.log", "column public.users.full_name"]
     assert after == []
+
+
+def test_an_unreachable_async_engine_never_raises_into_the_app() -> None:
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def app() -> LiveReporter:
+        engine = create_async_engine("postgresql+asyncpg://nobody@127.0.0.1:1/nowhere")
+        try:
+            async with LiveReporter(engine, app="shop", version="3", interval=INTERVAL) as reporter:
+                await asyncio.sleep(3 * INTERVAL)
+            return reporter
+        finally:
+            await engine.dispose()
+
+    with structlog.testing.capture_logs() as logs:
+        started = time.monotonic()
+        reporter = asyncio.run(app())
+        assert time.monotonic() - started < reporter_module.PROBE_TIMEOUT + reporter_module.DEREGISTER_TIMEOUT
+    events = [e["event"] for e in logs]
+    assert "live_probe_failed" in events and "live_register_failed" in events
+    assert not reporter.registered and not reporter.running

@@ -62,6 +62,8 @@ BACKOFF_FIRST = 0.25
 STATEMENT_TIMEOUT = "5s"
 #: ``application_name`` of the reporter's own connections (followed by the app's name).
 APPLICATION_NAME = "ecm-live"
+#: Longest ``astart()`` waits for the application's AsyncEngine to answer its one question.
+PROBE_TIMEOUT = 5.0
 
 _running: weakref.WeakSet[LiveReporter] = weakref.WeakSet()
 _hooks_installed = False
@@ -296,7 +298,6 @@ class LiveReporter:
             self._restore_signal_handler()
 
     deregister = stop
-    aderegister = astop
 
     def __enter__(self) -> LiveReporter:
         return self.start()
@@ -412,17 +413,25 @@ class LiveReporter:
 
     async def _aprobe(self) -> None:
         """:meth:`_probe` for an AsyncEngine, on the application's event loop (its pool is bound to it)."""
+        import asyncio
+
         from sqlalchemy import text
 
         from ..db.engine import bind_url
         from ..urls import to_psycopg
 
         bind: Any = self._bind
-        try:
+
+        async def ask() -> None:
             async with bind.connect() as aconn:
                 self._default_schema = (await aconn.execute(text("SELECT current_schema()"))).scalar()
                 self._set_url(to_psycopg(bind_url(aconn.sync_connection)))
                 await aconn.rollback()
+
+        try:
+            # Bounded: a database that is down must not hold the application's startup for
+            # asyncpg's own 60 s connect timeout; the registration then retries on its thread.
+            await asyncio.wait_for(ask(), PROBE_TIMEOUT)
         except Exception as exc:
             log.warning("live_probe_failed", app=self.app, instance=self.id, error=_first_line(exc))
 
