@@ -21,6 +21,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     ForeignKeyConstraint,
+    Index,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -32,7 +33,8 @@ from sqlalchemy.schema import CreateIndex
 from sqlalchemy.types import ARRAY, Enum, TypeDecorator, TypeEngine, UserDefinedType
 
 from ..errors import BadInput
-from ..sql.quoting import literal, q, qq, qualified
+from ..sql.quoting import literal, q, qualified
+from ..sql.rewrite import index_definition, index_key_columns, index_references_column, references_column
 from .facts import CheckFact, ColumnFacts, ForeignKeyFact, IndexFact, TableFacts
 
 __all__ = ["facts_from_metadata", "load_metadata"]
@@ -44,9 +46,7 @@ _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 # Types that ship with extensions: not in pg_catalog even though SQLAlchemy knows them.
 _EXTENSION_TYPES = frozenset({"HSTORE", "CITEXT"})
 
-_STRING_LITERAL = re.compile(r"'(?:[^']|'')*'")
 _COLLATE = re.compile(r'\s+COLLATE\s+(?:"(?:[^"]|"")*"|\S+)', re.IGNORECASE)
-_PLAIN_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_$]*")
 
 
 def _show(schema: str | None, name: str) -> str:
@@ -231,23 +231,16 @@ def _sql(element: Any) -> str:
     return str(compiler.sql_compiler.process(element, include_table=False, literal_binds=True))
 
 
-def _mentions(sql: str, name: str) -> bool:
-    """Whether SQL text refers to a column (best effort: a name match outside string literals)."""
-    body = _STRING_LITERAL.sub("''", sql)
-    if qq(name) in body:
-        return True
-    if _PLAIN_IDENTIFIER.fullmatch(name):
-        pattern = rf'(?<![\w$"]){re.escape(name)}(?![\w$"])'
-        return re.search(pattern, body, re.IGNORECASE) is not None
-    return False
+def _mentions(sql: str, name: str, what: str) -> bool:
+    """Whether SQL text refers to a column, as PostgreSQL's parser reads it.
 
-
-def _element_mentions(element: Any, name: str) -> bool:
-    if isinstance(element, Column):
-        return element.name == name
-    if isinstance(element, str):
-        return element == name or _mentions(element, name)
-    return _mentions(_sql(element), name)
+    ``what`` names the construct for the error when the text is not SQL at all: the
+    server would refuse it too, and guessing would risk missing a reference.
+    """
+    try:
+        return references_column(sql, name)
+    except BadInput as exc:
+        raise BadInput(f"{what}: {exc}") from exc
 
 
 def _pg_option(construct: Any, option: str) -> Any:
@@ -321,7 +314,7 @@ def _column_facts(table: Table, column: Column[Any], schema: str, default_schema
 
 
 def _constraint_index_definition(
-    name: str, schema: str, table: Table, columns: list[str], include: list[str]
+    name: str, schema: str, table: Table, columns: list[str], include: list[str], nulls_not_distinct: bool
 ) -> str:
     """What pg_get_indexdef() shows for the index behind a PRIMARY KEY/UNIQUE constraint."""
     definition = (
@@ -330,7 +323,22 @@ def _constraint_index_definition(
     )
     if include:
         definition += f" INCLUDE ({', '.join(q(c) for c in include)})"
+    if nulls_not_distinct:
+        definition += " NULLS NOT DISTINCT"
     return definition
+
+
+def _index_definition(index: Index, name: str, schema: str) -> str:
+    """What pg_get_indexdef() would show for the index, so a rename can rewrite it like the catalog's.
+
+    SQLAlchemy's CREATE INDEX leaves out ``USING btree`` and the schema of a table
+    without one; the statement is parsed and printed again in the catalog's layout.
+    """
+    compiled = str(CreateIndex(index).compile(dialect=_DIALECT)).strip()
+    try:
+        return index_definition(compiled, name=name, schema=schema)
+    except BadInput as exc:
+        raise BadInput(f"index {q(name)}: {exc}") from exc
 
 
 def _index_facts(
@@ -359,10 +367,13 @@ def _index_facts(
         if not primary and is_key(tuple(columns)):
             unique_keys.append(tuple(columns))
         if column in columns or column in include:
+            nulls_not_distinct = bool(_pg_option(constraint, "nulls_not_distinct"))
             indexes.append(
                 IndexFact(
                     name=name,
-                    definition=_constraint_index_definition(name, schema, table, columns, include),
+                    definition=_constraint_index_definition(
+                        name, schema, table, columns, include, nulls_not_distinct
+                    ),
                     unique=True,
                     primary=primary,
                     constraint=name,
@@ -371,27 +382,23 @@ def _index_facts(
             )
 
     for index in sorted(table.indexes, key=lambda i: str(i.name)):
-        expression = any(not isinstance(e, Column | str) for e in index.expressions)
-        plain = () if expression else tuple(c.name for c in index.columns)
+        name = _constraint_name(index, str(index.name))
+        definition = _index_definition(index, name, schema)
+        # From the definition, as the catalog has it: ``email DESC`` is still a plain key.
+        keys = index_key_columns(definition)
+        plain = keys or ()
         where = _pg_option(index, "where")
         if index.unique and where is None and is_key(plain):
             unique_keys.append(plain)
-        involved = (
-            column in (c.name for c in index.columns)
-            or any(_element_mentions(e, column) for e in index.expressions)
-            or column in _include_names(index)
-            or (where is not None and _element_mentions(where, column))
-        )
-        if not involved:
+        if not index_references_column(definition, column):
             continue
-        name = _constraint_name(index, str(index.name))
         indexes.append(
             IndexFact(
                 name=name,
-                definition=str(CreateIndex(index).compile(dialect=_DIALECT)).strip(),
+                definition=definition,
                 unique=bool(index.unique),
                 partial=where is not None,
-                expression=expression,
+                expression=keys is None,
                 columns=plain,
             )
         )
@@ -441,7 +448,10 @@ def _check_facts(table: Table, column: str) -> list[CheckFact]:
     for check in constraints:
         expression = _sql(check.sqltext)
         declared = {c.name for c in check.columns}
-        mentioned = [c.name for c in table.columns if c.name in declared or _mentions(expression, c.name)]
+        what = f"check {check.name}" if isinstance(check.name, str) else f"check ({expression})"
+        mentioned = [
+            c.name for c in table.columns if c.name in declared or _mentions(expression, c.name, what)
+        ]
         if column not in mentioned:
             continue
         # PostgreSQL names an unnamed CHECK after its column when it reads exactly one.
