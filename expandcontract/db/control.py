@@ -65,7 +65,7 @@ def current_revision(conn: Connection, schema: str | None = None) -> str | None:
 
 
 @contextmanager
-def _preserved_alembic_proxies() -> Iterator[None]:
+def preserved_alembic_proxies() -> Iterator[None]:
     """Alembic keeps one global `op`/`context` proxy and removes it when a command ends; when
     an application revision brings the control schema up (nested command), put its proxies back."""
     from alembic import context as context_module
@@ -116,7 +116,7 @@ def ensure(conn: Connection, schema: str | None = None) -> dict[str, Any]:
             # Alembic creates its version table before running 0001, so the schema must exist first.
             conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {q(schema)}")
             log.info("control_schema_upgrade", schema=schema, from_revision=before, to_revision=head)
-            with _preserved_alembic_proxies():
+            with preserved_alembic_proxies():
                 command.upgrade(alembic_config(conn, schema), "head")
     except BaseException:
         if manual:

@@ -68,6 +68,7 @@ def probe(project: Project) -> list[EnvConnection]:
     """
     from alembic.runtime.environment import EnvironmentContext
 
+    from ..db.control import preserved_alembic_proxies
     from ..db.engine import bind_url
 
     seen: list[EnvConnection] = []
@@ -88,7 +89,12 @@ def probe(project: Project) -> list[EnvConnection]:
     if quiet:
         logging.disable(logging.INFO)
     try:
-        with EnvironmentContext(project.config, script, fn=capture, as_sql=False, dont_mutate=True):
+        # Inside a running Alembic command (a contract lineage run by hand), leaving our
+        # EnvironmentContext would remove that command's `context`/`op` proxies.
+        with (
+            preserved_alembic_proxies(),
+            EnvironmentContext(project.config, script, fn=capture, as_sql=False, dont_mutate=True),
+        ):
             script.run_env()
     finally:
         if quiet:
