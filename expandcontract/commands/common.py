@@ -211,6 +211,10 @@ def run(common: Common, body: Callable[[], int | None]) -> None:
             from ..db.engine import first_line
 
             _fail(common, RuntimeError(f"database error: {first_line(exc)}"), EXIT_FAILURE)
+        if "outside of application context" in str(exc):
+            # A Flask-Migrate env.py run without its application (ECM_DATABASE_URL skips the probe).
+            hint = "this project's env.py needs its Flask application: run `flask ecm …` instead of `ecm …`"
+            _fail(common, BadInput(hint), BadInput.exit_code)
         _fail(common, exc, EXIT_FAILURE)
     finally:
         if common._engine is not None:
