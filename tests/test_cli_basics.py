@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 
+from expandcontract.db.control import head_revision
+
 from .conftest import run_ecm
 
 
@@ -61,7 +63,7 @@ def test_concurrent_init_both_succeed(database_url: str, db: psycopg.Connection)
     assert [r.returncode for r in results] == [0, 0, 0, 0], [r.stderr for r in results]
     changed = [json.loads(r.stdout)["changed"] for r in results]
     assert changed.count(True) == 1
-    assert db.execute("SELECT version_num FROM ecm.schema_version").fetchall() == [("0001",)]
+    assert db.execute("SELECT version_num FROM ecm.schema_version").fetchall() == [(head_revision(),)]
 
 
 def test_control_schema_name_is_overridable(database_url: str, db: psycopg.Connection) -> None:
@@ -83,8 +85,8 @@ def test_status_text_and_json(database_url: str) -> None:
     doc = json.loads(after.stdout)
     assert doc["control_schema"] == {
         "name": "ecm",
-        "version": "0001",
-        "head": "0001",
+        "version": head_revision(),
+        "head": head_revision(),
         "initialized": True,
         "up_to_date": True,
     }
@@ -94,7 +96,7 @@ def test_status_text_and_json(database_url: str) -> None:
     text = run_ecm("status", "--database-url", database_url)
     assert text.returncode == 0
     assert text.stdout == ""  # human output goes to stderr only
-    assert "version 0001 (up to date)" in text.stderr
+    assert f"version {head_revision()} (up to date)" in text.stderr
 
 
 def test_database_url_from_alembic_ini(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]

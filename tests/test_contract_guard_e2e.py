@@ -109,8 +109,9 @@ def test_expand_rollback_refused_while_new_code_is_live(project: Project, db: ps
         assert "rollback of expand" in result.stderr and "web 2" in result.stderr
         assert "full_name" in columns(db, "accounts")
         aborted = project.ecm("abort", PLAN, "--json")
-        assert aborted.returncode == 0
+        assert aborted.returncode == 3
         assert json.loads(aborted.stdout)["state"] != "aborted"
+        assert json.loads(aborted.stdout)["refused"] is True
         assert "full_name" in columns(db, "accounts")
     result = project.alembic("downgrade", "base", env={"ECM_ALLOW_NO_REPORTERS": "1"})
     assert result.returncode == 0, result.stderr

@@ -120,9 +120,9 @@ def test_a_refused_abort_changes_nothing(tmp_path: Path, database_url: str, db: 
     with LiveReporter(project.url, app="web", version="2", metadata=md, interval=0.5, handle_signals=False):
         for _ in range(2):
             result = project.ecm("abort", FIRST, "--allow-no-reporters", "--json")
-            assert result.returncode == 0, result.stderr
+            assert result.returncode == 3, result.stderr
             doc = json.loads(result.stdout)
-            assert doc["state"] == "backfilled"
+            assert doc["state"] == "backfilled" and doc["refused"] is True
             assert doc["steps"][0].startswith("expand not rolled back: rollback of expand")
             assert not any("in place" in s for s in doc["steps"])
             assert db.execute("SELECT version_num FROM alembic_version").fetchall() == heads

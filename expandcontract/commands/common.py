@@ -52,7 +52,7 @@ _COMMON: dict[str, tuple[Any, Any]] = {
             typer.Option(
                 "-c",
                 "--config",
-                help="Path to alembic.ini (or pyproject.toml with [tool.alembic]).",
+                help="Path to alembic.ini (or a pyproject.toml with a tool.alembic table).",
                 envvar="ECM_ALEMBIC_CONFIG",
             ),
         ],

@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
                 help="Accept an empty registry as proof that no code uses the new column (recorded).",
             ),
         ] = False,
-    ) -> None:
+    ) -> int:
         """Roll a plan back from whatever phase it reached, as far as is safe."""
         from ..revisions.abort import abort_plan
         from ..revisions.runner import env
@@ -125,6 +125,7 @@ def register(app: typer.Typer) -> None:
             for step in doc["steps"]:
                 common.say(f"  {step}")
             common.say(f"plan [bold]{plan}[/] rolled back to: {doc['state']}")
+        return EXIT_REFUSED if doc.get("refused") else 0
 
 
 def _render(common: Common, doc: dict[str, Any]) -> None:

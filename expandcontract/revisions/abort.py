@@ -99,6 +99,7 @@ def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
         return {
             "plan_id": plan_id,
             "state": "not applied",
+            "refused": False,
             "steps": [
                 f"nothing applied in this database; if no other database applied it either, delete {paths}; "
                 "otherwise run `ecm abort` against those"
@@ -119,6 +120,7 @@ def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
         return {
             "plan_id": plan_id,
             "state": "aborted",
+            "refused": False,
             "steps": ["already aborted: nothing to do"]
             + [
                 f"marked {p} as aborted (keep it: databases that applied it still walk through it)"
@@ -144,6 +146,7 @@ def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
             conn.commit()
         steps.append(f"contract {contract.revision} rolled back: old column re-created and filled")
         state = "backfilled"
+    refused = False
     try:
         if refusal is not None:
             raise refusal
@@ -168,6 +171,7 @@ def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
             )
         state = "aborted"
     except Refused as exc:
+        refused = True
         steps.append(f"expand not rolled back: {exc.message}")
         steps.extend(f"  - {r}" for r in exc.reasons)
     if state == "aborted":
@@ -187,4 +191,4 @@ def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
             detail={"steps": steps},
         )
         conn.commit()
-    return {"plan_id": plan_id, "state": state, "steps": steps}
+    return {"plan_id": plan_id, "state": state, "refused": refused, "steps": steps}
