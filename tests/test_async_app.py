@@ -109,7 +109,7 @@ class App:
     def __init__(self, project: Project, version: str) -> None:
         self.version = version
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "async_accounts", "--port", "0", "--heartbeat", "0.5"],
+            [sys.executable, "-m", "async_accounts", "--port", "0", "--heartbeat", "1"],
             cwd=project.root / version,
             env={**os.environ, "DATABASE_URL": project.url, "PYTHONUNBUFFERED": "1"},
             stdout=subprocess.PIPE,
