@@ -82,24 +82,19 @@ class Shape:
         return self.root / "migrations" / "contracts"
 
     def ecm(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Result:
+        return self._run("expandcontract", args, env, timeout)
+
+    def alembic(self, *args: str, env: dict[str, str] | None = None) -> Result:
+        return self._run("alembic", args, env, 300)
+
+    def _run(self, module: str, args: tuple[str, ...], env: dict[str, str] | None, timeout: float) -> Result:
         proc = subprocess.run(
-            [sys.executable, "-m", "expandcontract", *args],
+            [sys.executable, "-m", module, *args],
             cwd=self.root,
             capture_output=True,
             text=True,
             env=clean_env(env),
             timeout=timeout,
-        )
-        return Result(proc.returncode, proc.stdout, proc.stderr)
-
-    def alembic(self, *args: str, env: dict[str, str] | None = None) -> Result:
-        proc = subprocess.run(
-            [sys.executable, "-m", "alembic", *args],
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            env=clean_env(env),
-            timeout=300,
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 

@@ -121,14 +121,7 @@ def run_live(
             # An abort recorded in this database, or marked in the revision files by an abort
             # elsewhere: a fresh database must not expand (and later contract) it again.
             if existing is None:
-                ledger.upsert_plan(
-                    conn,
-                    plan_id=plan_id,
-                    operation=plan["operation"],
-                    schema=plan["schema"],
-                    table=plan["table"],
-                    spec=_ledger_spec(plan),
-                )
+                _record_plan(conn, plan)
                 ledger.set_phase(conn, plan_id, "aborted")
             log.warning("plan_aborted_skipped", plan_id=plan_id, phase=label, detail=_aborted(plan))
             ledger.record(conn, plan_id=plan_id, revision=revision, phase=label, step=None, outcome="skipped")
@@ -137,14 +130,7 @@ def run_live(
             log.info("plan_aborted_skipped", plan_id=plan_id, phase=label, detail="already rolled back")
             ledger.record(conn, plan_id=plan_id, revision=revision, phase=label, step=None, outcome="skipped")
             return
-        ledger.upsert_plan(
-            conn,
-            plan_id=plan_id,
-            operation=plan["operation"],
-            schema=plan["schema"],
-            table=plan["table"],
-            spec=_ledger_spec(plan),
-        )
+        _record_plan(conn, plan)
         if (
             direction == "downgrade"
             and phase != "contract"
@@ -192,6 +178,19 @@ def run_live(
             state = "backfilled" if status.get("backfill_status") == "complete" else "expanded"
         ledger.set_phase(conn, plan_id, state)
         log.info("phase_done", plan_id=plan_id, phase=label, state=state)
+
+
+def _record_plan(conn: Connection, plan: dict[str, Any]) -> None:
+    from ..db import ledger
+
+    ledger.upsert_plan(
+        conn,
+        plan_id=plan["plan_id"],
+        operation=plan["operation"],
+        schema=plan["schema"],
+        table=plan["table"],
+        spec=_ledger_spec(plan),
+    )
 
 
 def _aborted(plan: dict[str, Any]) -> str:
