@@ -616,3 +616,26 @@ def test_an_unreachable_async_engine_never_raises_into_the_app() -> None:
     events = [e["event"] for e in logs]
     assert "live_probe_failed" in events and "live_register_failed" in events
     assert not reporter.registered and not reporter.running
+
+
+def test_a_sync_application_without_greenlet(database_url: str) -> None:
+    """greenlet is optional (SQLAlchemy's asyncio needs it); a sync app must not need it to report."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "sys.modules['greenlet'] = None  # as if not installed\n"
+        "from sqlalchemy import Column, Integer, MetaData, Table, create_engine\n"
+        "from expandcontract import LiveReporter, schema_ready\n"
+        "md = MetaData()\n"
+        "Table('nosuch', md, Column('id', Integer, primary_key=True))\n"
+        f"engine = create_engine({normalize(database_url)!r})\n"
+        "print(schema_ready(engine, md))\n"
+        "r = LiveReporter(engine, app='web', version='1', metadata=md, handle_signals=False).start()\n"
+        "assert r.registered, 'not registered'\n"
+        "r.stop()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['table public.nosuch']"

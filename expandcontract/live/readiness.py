@@ -11,6 +11,7 @@ name for both forms, the way SQLAlchemy's async API mirrors its sync one.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, overload
 
@@ -87,11 +88,13 @@ def schema_ready(
     Base. Database errors propagate: a probe that cannot reach the database should fail anyway.
     """
     from sqlalchemy.engine import URL, Connection, Engine
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from ..db.engine import create
 
-    if isinstance(bind, AsyncEngine | AsyncConnection):
+    # Only an application that imported SQLAlchemy's asyncio extension can hand us an async bind;
+    # importing it here would fail in sync applications without greenlet.
+    asyncio_ext = sys.modules.get("sqlalchemy.ext.asyncio")
+    if asyncio_ext is not None and isinstance(bind, asyncio_ext.AsyncEngine | asyncio_ext.AsyncConnection):
         return _schema_ready_async(bind, metadata, uses)
     if isinstance(bind, Connection):
         return missing(bind, metadata, uses)

@@ -159,11 +159,10 @@ def _warn_not_main_thread() -> None:
 
 
 def _is_async_engine(bind: object) -> bool:
-    try:
-        from sqlalchemy.ext.asyncio import AsyncEngine
-    except ImportError:  # pragma: no cover - part of SQLAlchemy 2
-        return False
-    return isinstance(bind, AsyncEngine)
+    # An AsyncEngine exists only if the application imported SQLAlchemy's asyncio extension;
+    # importing it here would fail in sync applications without greenlet (it is optional).
+    module = sys.modules.get("sqlalchemy.ext.asyncio")
+    return module is not None and isinstance(bind, module.AsyncEngine)
 
 
 class LiveReporter:
