@@ -209,3 +209,30 @@ def test_revisions_applied_elsewhere_are_not_reported_as_applied(tmp_path: Path,
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{other_name}" WITH (FORCE)')
+
+
+def test_a_version_table_of_its_own(tmp_path: Path, database_url: str) -> None:
+    """env.py's `version_table`/`version_table_schema` are where ecm reads the application line too."""
+    import psycopg
+
+    shape = make_shape(tmp_path / "app", database_url, "generic", "psycopg")
+    env_py = shape.root / "migrations" / "env.py"
+    env_py.write_text(
+        env_py.read_text().replace(
+            "target_metadata=target_metadata",
+            "target_metadata=target_metadata, version_table='app_versions', version_table_schema='meta'",
+        )
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA meta")
+    assert shape.alembic("upgrade", "head").returncode == 0
+    assert shape.ecm("plan", "rename-column", "accounts", "name", "full_name").returncode == 0
+    script = shape.ecm("upgrade", "--sql", "--phase", "expand")
+    assert script.returncode == 0, script.stderr
+    assert "meta.app_versions" in script.stdout and "alembic_version" not in script.stdout
+    done = shape.ecm("upgrade", "--phase", "backfill", "--json")
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["applied"]) == 2
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT to_regclass('public.alembic_version')").fetchone() == (None,)
+        assert "full_name" in columns(conn, "accounts")

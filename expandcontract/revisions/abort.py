@@ -85,7 +85,7 @@ def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
 
     from ..db import ledger
     from .project import CONTRACT_VERSION_TABLE
-    from .runner import _app_config, current_heads
+    from .runner import _app_config, app_heads, current_heads
     from .runtime import run_live
 
     scripts = _find(project, plan_id)
@@ -113,7 +113,7 @@ def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
         applied_contracts = set(
             current_heads(conn, version_table=CONTRACT_VERSION_TABLE, schema=control_schema())
         )
-        app_heads = current_heads(conn)
+        heads = app_heads(project, conn)
         conn.rollback()
     if state == "aborted":
         marked = mark_aborted(scripts.values(), plan_id)
@@ -150,7 +150,7 @@ def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
     try:
         if refusal is not None:
             raise refusal
-        if backfill is not None and app_heads == (backfill.revision,):
+        if backfill is not None and heads == (backfill.revision,):
             cfg = _app_config(project)
             command.downgrade(cfg, expand.down_revision or "base")
             steps.append(f"revisions {backfill.revision}, {expand.revision} downgraded")

@@ -29,14 +29,13 @@ from ..errors import BadInput
 from ..settings import control_schema
 from .offline import backfill_sql, comment, ddl_timeouts, psql_if, reset_timeouts
 from .project import CONTRACT_VERSION_TABLE, Project
-from .runner import PHASE_ORDER, _app_config, current_heads, pending_contracts, pending_revisions
+from .runner import PHASE_ORDER, _app_config, app_heads, pending_contracts, pending_revisions
 
 if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import Script, ScriptDirectory
     from sqlalchemy.engine import Connection, Engine
 
-APP_VERSION_TABLE = "alembic_version"
 _EMPTY_TRANSACTION = re.compile(r"\ABEGIN;\s*COMMIT;\s*")
 
 
@@ -52,8 +51,8 @@ def offline_sql(project: Project, engine: Engine, phase: str) -> str:
     script = project.script()
     with engine.connect() as conn:
         control_version = control.current_revision(conn)
-        app_current = current_heads(conn)
-        app_table = _exists(conn, APP_VERSION_TABLE)
+        app_current = app_heads(project, conn)
+        app_table = _exists(conn, _app_table(project))
         contract_table = _exists(conn, f"{_q(schema)}.{_q(CONTRACT_VERSION_TABLE)}")
         contracts = pending_contracts(project, conn) if phase == "contract" else []
         plans = ledger.plans(conn) if control_version is not None and phase != "expand" else []
@@ -76,13 +75,19 @@ def offline_sql(project: Project, engine: Engine, phase: str) -> str:
         parts.append(_control_schema_sql(control_version, schema))
     with env(ECM_BACKFILL="defer" if phase == "expand" else "inline"):
         if revisions:
-            parts.append(_app_line_sql(cfg, script, revisions, create_table=not app_table))
+            parts.append(_app_line_sql(project, cfg, script, revisions, create_table=not app_table))
     if PHASE_ORDER.index(phase) >= 1:
         parts.extend(_deferred_backfills_sql(plans, schema))
     if contracts:
         parts.append(_contracts_sql(project, contracts, schema, create_table=not contract_table))
     parts.append(reset_timeouts())
     return "\n\n".join(p.strip() for p in parts if p.strip()) + "\n"
+
+
+def _app_table(project: Project) -> str:
+    """The application line's version table, qualified when env.py puts it in a schema."""
+    table = _q(project.version_table)
+    return f"{_q(project.version_table_schema)}.{table}" if project.version_table_schema else table
 
 
 def _q(name: str) -> str:
@@ -187,14 +192,15 @@ def _render(
 
 
 def _app_line_sql(
+    project: Project,
     cfg: Config,
     script: ScriptDirectory,
     revisions: Sequence[Script],
     *,
     create_table: bool,
 ) -> str:
-    table = _q(APP_VERSION_TABLE)
-    head = [comment(f"application line ({APP_VERSION_TABLE}): {len(revisions)} revision(s)")]
+    table = _app_table(project)
+    head = [comment(f"application line ({table}): {len(revisions)} revision(s)")]
     if create_table:
         head.append(version_table_sql(table))
 

@@ -66,6 +66,9 @@ class Project:
     contracts_registered: str = "default"
     #: The sqlalchemy.url value ecm hands the project's env.py (None: env.py's own).
     url_override: str | None = field(default=None)
+    #: The application line's version table, as env.py configures it (learnt by target.probe).
+    version_table: str = "alembic_version"
+    version_table_schema: str | None = None
 
     @property
     def root(self) -> Path:

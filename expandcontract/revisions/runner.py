@@ -89,6 +89,11 @@ def current_heads(
     return tuple(ctx.get_current_heads())
 
 
+def app_heads(project: Project, conn: Connection) -> tuple[str, ...]:
+    """The application line's heads, in the version table its env.py configures."""
+    return current_heads(conn, version_table=project.version_table, schema=project.version_table_schema)
+
+
 def pending_revisions(script: ScriptDirectory, current: tuple[str, ...]) -> list[Script]:
     """Revisions between the database's heads and the script's heads, oldest first."""
     upper = script.get_heads()
@@ -193,7 +198,7 @@ def upgrade(
         if not dry_run:
             control.ensure(conn)
             conn.commit()
-        before = pending_revisions(script, current_heads(conn))
+        before = pending_revisions(script, app_heads(project, conn))
         conn.rollback()
     if final:
         phase, allow_no_reporters = "contract", True
@@ -205,7 +210,7 @@ def upgrade(
         for target, segment in _segments(before, final):
             with env(ECM_BACKFILL="defer"):
                 command.upgrade(cfg, target)
-            _check_moved(engine, script, segment, target)
+            _check_moved(project, engine, segment, target)
             report.applied.extend(describe(s) for s in segment)
             if final and target != "heads":
                 # The next revision expands a plan: first contract the plans made before it.
@@ -252,9 +257,7 @@ def _segments(revisions: list[Script], final: bool) -> list[tuple[str, list[Scri
     return out
 
 
-def _check_moved(
-    engine: Engine, script: ScriptDirectory, applied: list[Script], target: str = "heads"
-) -> None:
+def _check_moved(project: Project, engine: Engine, applied: list[Script], target: str = "heads") -> None:
     """Read the version table back: Alembic succeeding proves nothing about *this* database.
 
     An env.py that connects somewhere else than ecm does would have applied the revisions
@@ -263,9 +266,9 @@ def _check_moved(
     from ..errors import OperationalError
 
     with engine.connect() as conn:
-        now = set(current_heads(conn))
+        now = set(app_heads(project, conn))
         conn.rollback()
-    wanted = set(script.get_heads()) if target == "heads" else {target}
+    wanted = set(project.script().get_heads()) if target == "heads" else {target}
     if now != wanted:
         from ..urls import redact
 

@@ -58,6 +58,8 @@ def identity(conn: Connection) -> Identity:
 class EnvConnection:
     url: URL
     identity: Identity
+    version_table: str = "alembic_version"
+    version_table_schema: str | None = None
 
 
 def probe(project: Project) -> list[EnvConnection]:
@@ -76,7 +78,14 @@ def probe(project: Project) -> list[EnvConnection]:
     def capture(rev: Any, context: Any) -> list[Any]:
         conn = getattr(context, "connection", None)
         if conn is not None:
-            seen.append(EnvConnection(bind_url(conn), identity(conn)))
+            seen.append(
+                EnvConnection(
+                    bind_url(conn),
+                    identity(conn),
+                    str(getattr(context, "version_table", None) or "alembic_version"),
+                    getattr(context, "version_table_schema", None),
+                )
+            )
         return []
 
     script = project.script()
@@ -157,6 +166,7 @@ def resolve(project: Project, explicit: str | None) -> tuple[str, str]:
             return normalize(configured), "sqlalchemy.url"
         raise BadInput("no database URL: pass --database-url, set ECM_DATABASE_URL, or set sqlalchemy.url")
     env = distinct[0]
+    project.version_table, project.version_table_schema = env.version_table, env.version_table_schema
     if explicit:
         own = normalize(explicit)
         theirs = _identity_of(own)
