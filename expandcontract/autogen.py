@@ -111,16 +111,19 @@ class ManagedPlan:
         default_schema: str,
         names: Iterable[str] = (),
     ) -> ManagedPlan:
-        """From a frozen PLAN dict or a ledger spec: both carry ``removes`` and ``adds``."""
+        """From a frozen PLAN dict or a ledger spec: what it touches (older plans: removes and adds)
+        and the names it creates (older plans: ``names``, read from their steps)."""
+        from .revisions.inflight import touches_of
+
         columns: dict[tuple[str, str], set[str]] = {}
-        for side in ("removes", "adds"):
-            for key, cols in (plan.get(side) or {}).items():
-                columns.setdefault(_split_table(str(key), default_schema), set()).update(map(str, cols))
+        for key, cols in touches_of(plan).items():
+            columns.setdefault(_split_table(str(key), default_schema), set()).update(map(str, cols))
+        created = {str(n) for n in plan.get("creates") or ()}
         return cls(
             plan_id=str(plan.get("plan_id", "")),
             phase=phase,
             columns={k: frozenset(v) for k, v in columns.items()},
-            names=frozenset(names),
+            names=frozenset(created | set(names)),
         )
 
     def owns_column(self, schema: str, table: str, column: str) -> bool:

@@ -26,7 +26,7 @@ from expandcontract.errors import BadInput
 from expandcontract.plan.facts import TableFacts
 from expandcontract.plan.from_metadata import facts_from_metadata
 from expandcontract.plan.model import Plan
-from expandcontract.plan.rename_column import RenameColumn, build
+from expandcontract.plan.ops.rename_column import RenameColumn, build
 from expandcontract.sql.rewrite import (
     index_definition,
     index_references_column,

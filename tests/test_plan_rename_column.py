@@ -9,7 +9,7 @@ import pytest
 
 from expandcontract.errors import BadInput
 from expandcontract.plan.facts import ColumnFacts, ForeignKeyFact, IndexFact, TableFacts
-from expandcontract.plan.rename_column import RenameColumn, build
+from expandcontract.plan.ops.rename_column import RenameColumn, build
 
 
 def facts(**overrides: object) -> TableFacts:
@@ -51,8 +51,11 @@ def test_phases_and_shape() -> None:
     assert any("CREATE OR REPLACE TRIGGER" in s and "BEFORE INSERT OR UPDATE" in s for s in sql)
     assert any("CHECK (full_name IS NOT NULL) NOT VALID" in s for s in sql)
     assert any("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS accounts_full_name_key" in s for s in sql)
-    assert any("REFERENCES public.accounts (full_name) NOT VALID" in s for s in sql)
+    # A foreign key from another table to NEW would reject old code's child rows until the
+    # backfill reaches their parents: it is made at the contract, not at expand.
+    assert not any("REFERENCES public.accounts (full_name)" in s for s in sql)
     contract = [s.sql for s in plan.phase("contract").upgrade]
+    assert any("REFERENCES public.accounts (full_name) NOT VALID" in s for s in contract)
     assert plan.phase("contract").upgrade[0].kind == "guard"
     assert contract[-1] == "ALTER TABLE public.accounts DROP COLUMN IF EXISTS name"
     assert any(
@@ -142,7 +145,7 @@ def test_hostile_names_are_quoted_by_the_library() -> None:
 
 def test_planning_imports_no_driver() -> None:
     code = (
-        "import sys; from expandcontract.plan.rename_column import build; import expandcontract.guard; "
+        "import sys; from expandcontract.plan.ops.rename_column import build; import expandcontract.guard; "
         "print([m for m in ('psycopg', 'psycopg2', 'sqlalchemy.engine.create') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

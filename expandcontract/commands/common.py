@@ -39,8 +39,8 @@ _COMMON: dict[str, tuple[Any, Any]] = {
             typer.Option(
                 "--database-url",
                 envvar="ECM_DATABASE_URL",
-                help="Target database URL (postgresql://...), or `embedded` / `embedded:DIR`. "
-                "Default: sqlalchemy.url from the Alembic config.",
+                help="Target database URL (postgresql://..., any driver), or `embedded` / `embedded:DIR`. "
+                "Default: the database the project's env.py connects to.",
                 show_envvar=True,
             ),
         ],

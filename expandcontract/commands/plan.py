@@ -1,7 +1,15 @@
-"""``ecm plan <operation>``: write a plan's phases as Alembic revision files."""
+"""``ecm plan OPERATION``: one command per registered operation, one flow for all of them.
+
+Each command's arguments and options come from the operation's dataclass fields; the
+flow around it (input checks, facts from the catalog or MetaData, plan-id suffixing,
+in-flight conflicts, writing only the revisions the plan needs, rendering, ``--json``)
+is written once here.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,6 +21,7 @@ from .common import Common, command
 if TYPE_CHECKING:
     from ..plan.facts import TableFacts
     from ..plan.model import Plan
+    from ..plan.ops.base import Operation
 
 plan_app = typer.Typer(
     name="plan",
@@ -20,77 +29,119 @@ plan_app = typer.Typer(
     no_args_is_help=True,
 )
 
+#: Options every operation takes, after its own.
+_SHARED: dict[str, tuple[Any, Any]] = {
+    "message": (
+        Annotated[str | None, typer.Option("--message", "-m", help="Title for the revisions.")],
+        None,
+    ),
+    "dry_run": (
+        Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")],
+        False,
+    ),
+    "from_metadata": (
+        Annotated[
+            str | None,
+            typer.Option(
+                "--from-metadata", help="module:attribute of a SQLAlchemy MetaData (no database needed)."
+            ),
+        ],
+        None,
+    ),
+}
+
 
 def register(app: typer.Typer) -> None:
+    from ..plan.ops import REGISTRY
+
+    for op_cls in REGISTRY.values():
+        _register(op_cls)
     app.add_typer(plan_app)
 
 
-@command(plan_app, "rename-column")
-def rename_column(
-    common: Common,
-    table: Annotated[str, typer.Argument(help="Table to change (exact name; no quoting needed).")],
-    old: Annotated[str, typer.Argument(help="Current column name.")],
-    new: Annotated[str, typer.Argument(help="New column name.")],
-    schema: Annotated[
-        str | None, typer.Option("--schema", help="Schema of the table (default: search_path).")
-    ] = None,
-    message: Annotated[str | None, typer.Option("--message", "-m", help="Title for the revisions.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
-    from_metadata: Annotated[
-        str | None,
-        typer.Option(
-            "--from-metadata", help="module:attribute of a SQLAlchemy MetaData (no database needed)."
-        ),
-    ] = None,
-    rename_to_old_names: Annotated[
-        bool,
-        typer.Option(
-            "--rename-to-old-names",
-            help="At contract, rename the new indexes to the old names (takes ACCESS EXCLUSIVE; off by default).",
-        ),
-    ] = False,
+def _cli_parameters(op_cls: type[Operation]) -> list[inspect.Parameter]:
+    from ..plan.ops.base import Param
+
+    params: list[inspect.Parameter] = []
+    hints = __import__("typing").get_type_hints(op_cls)
+    for f in dataclasses.fields(op_cls):
+        spec = f.metadata.get("cli")
+        if not isinstance(spec, Param):
+            continue
+        kind = hints[f.name]
+        if spec.option is None:
+            marker: Any = typer.Argument(help=spec.help, metavar=spec.metavar or f.name.upper())
+        else:
+            names = [spec.option] + ([spec.short] if spec.short else [])
+            marker = typer.Option(*names, help=spec.help, metavar=spec.metavar)
+        default = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
+        params.append(
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, marker], default=default
+            )
+        )
+    # Arguments first (in field order), then options.
+    return sorted(params, key=lambda p: p.default is not inspect.Parameter.empty)
+
+
+def _register(op_cls: type[Operation]) -> None:
+    own = _cli_parameters(op_cls)
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
+        for name, (ann, default) in _SHARED.items()
+    ]
+
+    def body(common: Common, **values: Any) -> None:
+        options = {name: values.pop(name) for name in _SHARED}
+        run_plan(common, op_cls(**values), **options)
+
+    body.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("common", inspect.Parameter.POSITIONAL_OR_KEYWORD), *own, *shared]
+    )
+    body.__annotations__ = {p.name: p.annotation for p in (*own, *shared)}
+    body.__doc__ = f"{op_cls.summary}\n\n{op_cls.phases_help}"
+    body.__name__ = op_cls.kind.replace("-", "_")
+    command(plan_app, op_cls.kind)(body)
+
+
+def run_plan(
+    common: Common, op: Operation, *, message: str | None, dry_run: bool, from_metadata: str | None
 ) -> None:
-    """Rename a column with zero downtime: NEW beside OLD, a sync trigger, backfill, then drop OLD."""
-    from ..plan.rename_column import RenameColumn, build, plan_id_for
-
-    op = RenameColumn(table=table, old=old, new=new, schema=schema, rename_to_old_names=rename_to_old_names)
-    from ..plan import checks
-
-    checks.identifier(table, "table")
-    checks.identifier(old, "column")
-    checks.identifier(new, "new column")
-    if schema is not None:
-        checks.identifier(schema, "schema")
+    """The flow every operation shares, from input checks to files and output."""
+    op.check_input()
     project = None
     if not dry_run or common.alembic_config_path() is not None:
         project = common.project()
-    facts, finished, active = _facts(common, op.schema, table, old, from_metadata, new)
+    facts, finished, active_rows = _facts(common, op, from_metadata)
     taken = set(finished)
     if project is not None:
         from ..revisions.inflight import plan_files
 
         for directory in (project.versions_dir(), project.contracts_dir / "versions"):
             taken |= set(plan_files(directory))
-    base_id = plan_id_for(facts.name, old, new)
+    base_id = op.base_plan_id(facts.name)
     if base_id in taken:
         n = 2
         while f"{base_id}_{n}" in taken:
             n += 1
-        op = RenameColumn(**{**op.__dict__, "plan_id": f"{base_id}_{n}"})
-    plan = build(op, facts)
+        op = dataclasses.replace(op, plan_id=f"{base_id}_{n}")
+    plan = op.build(facts)
+    from ..revisions.inflight import conflicts
+
+    active = conflicts(active_rows, plan.touches)
     if active:
         raise BadInput(
-            f"a plan is already in flight on {table}.{old}: {', '.join(active)}; finish or abort it first"
+            f"a plan is already in flight on {_what(plan)}: {', '.join(active)}; finish or abort it first"
         )
     files: list[dict[str, Any]] = []
     if project is not None:
         from ..revisions.inflight import conflicts_in_files
 
         dirs = [project.versions_dir(), project.contracts_dir / "versions"]
-        pending = conflicts_in_files(dirs, facts.schema, facts.name, {old, new}, finished)
+        pending = conflicts_in_files(dirs, plan.touches, finished)
         if pending:
             raise BadInput(
-                f"a plan is already in flight on {table}.{old}: {', '.join(pending)}; apply, abort or delete it first"
+                f"a plan is already in flight on {_what(plan)}: {', '.join(pending)}; apply, abort or delete it first"
             )
         files = _write(project, plan, message, dry_run)
     doc = _document(plan, files, dry_run)
@@ -99,21 +150,32 @@ def rename_column(
         _render(common, plan, files, dry_run)
 
 
+def _what(plan: Plan) -> str:
+    parts = []
+    for table, columns in plan.touches.items():
+        name = table.rpartition(".")[2] if table == f"{plan.schema}.{plan.table}" else table
+        if plan.table and table == f"{plan.schema}.{plan.table}":
+            name = plan.table
+        cols = [c for c in columns if c != "*"]
+        parts.append(f"{name}.{'/'.join(cols)}" if cols else name)
+    return ", ".join(parts)
+
+
 def _facts(
-    common: Common, schema: str | None, table: str, column: str, from_metadata: str | None, new: str
-) -> tuple[TableFacts, set[str], list[str]]:
+    common: Common, op: Operation, from_metadata: str | None
+) -> tuple[TableFacts, set[str], list[dict[str, Any]]]:
     if from_metadata:
         from ..plan.from_metadata import facts_from_metadata, load_metadata
 
         metadata = load_metadata(from_metadata)
-        return facts_from_metadata(metadata, schema, table, column), set(), []
+        return facts_from_metadata(metadata, op.schema, op.table, op.column()), set(), []
     from ..db.catalog import read_table_facts
     from ..db.engine import connect
-    from ..revisions.inflight import conflicts_in_db
+    from ..revisions.inflight import active_in_db
 
     with connect(common.engine()) as conn:
-        facts = read_table_facts(conn, schema, table, column)
-        active, finished = conflicts_in_db(conn, facts.schema, facts.name, {column, new})
+        facts = read_table_facts(conn, op.schema, op.table, op.column())
+        active, finished = active_in_db(conn)
         conn.rollback()
     return facts, finished, active
 
@@ -137,7 +199,8 @@ def _write(project: Any, plan: Plan, message: str | None, dry_run: bool) -> list
         message=message,
     )
     if not dry_run:
-        scaffold_contracts(project)
+        if any(r.phase == "contract" for r in revs):
+            scaffold_contracts(project)
         project.versions_dir().mkdir(parents=True, exist_ok=True)
         for rev in revs:
             rev.path.write_text(rev.content)
@@ -152,6 +215,7 @@ def _document(plan: Plan, files: list[dict[str, Any]], dry_run: bool) -> dict[st
         **plan.header(),
         "dry_run": dry_run,
         "files": files,
+        "notes": list(plan.notes),
         "phases": [
             {
                 "name": phase.name,
@@ -173,6 +237,8 @@ def _document(plan: Plan, files: list[dict[str, Any]], dry_run: bool) -> dict[st
 
 def _render(common: Common, plan: Plan, files: list[dict[str, Any]], dry_run: bool) -> None:
     common.say(f"plan [bold]{plan.plan_id}[/]: {plan.title}")
+    for note in plan.notes:
+        common.say(f"  note: {note}")
     if dry_run:
         from rich.syntax import Syntax
 
@@ -186,6 +252,11 @@ def _render(common: Common, plan: Plan, files: list[dict[str, Any]], dry_run: bo
         return
     for f in files:
         common.say(f"  {f['phase']:<9} {Path(f['path'])}")
-    common.say(
-        "next: `ecm upgrade --phase expand` (pre-deploy), then `--phase backfill`, then `--phase contract`"
-    )
+    common.say("next: " + _next_steps([p.name for p in plan.phases]))
+
+
+def _next_steps(phases: list[str]) -> str:
+    words = [f"`--phase {p}`" for p in phases]
+    if words:
+        words[0] = f"`ecm upgrade --phase {phases[0]}`" + (" (pre-deploy)" if phases[0] != "contract" else "")
+    return ", then ".join(words)

@@ -456,16 +456,23 @@ def _row_estimate(conn: Connection, relation: Row, columns: Sequence[Row]) -> in
     return max(int(size["pages"]) * per_page, int(size["live"]))
 
 
-def read_table_facts(conn: Connection, schema: str | None, table: str, column: str) -> TableFacts:
+#: attnum of "no column": matches no column, no system column and no whole-row reference.
+_NO_COLUMN = -32768
+
+
+def read_table_facts(conn: Connection, schema: str | None, table: str, column: str | None) -> TableFacts:
     """Everything the planner must know about ``column`` and its table, read-only.
 
     ``schema=None`` resolves the table like an unqualified name in SQL would (first
     match along ``current_schemas(false)``); the facts always carry the real schema.
+    ``column=None`` reads the table alone (an operation that adds a column).
     """
     relation = _resolve(conn, schema, table)
     oid, schema_name, table_name = int(relation["oid"]), relation["schema"], relation["name"]
     columns = _column_rows(conn, oid)
     names = {int(c["attnum"]): str(c["name"]) for c in columns}
+    if column is None:
+        return _table_only(conn, relation, columns, names)
     target = next((c for c in columns if c["name"] == column), None)
     if target is None:
         listed = ", ".join(q(c["name"]) for c in columns[:_COLUMNS_LIMIT])
@@ -546,6 +553,43 @@ def read_table_facts(conn: Connection, schema: str | None, table: str, column: s
         checks=_checks(conn, oid, attnum),
         dependent_views=_dependent_views(conn, oid, attnum),
         policies=_policies(conn, oid, attnum),
+        other_triggers=_triggers(conn, oid),
+        server_version_num=int(_scalar(conn, "SELECT current_setting('server_version_num')::int")),
+        extra={"source": "catalog"},
+    )
+
+
+def _table_only(conn: Connection, relation: Row, columns: Sequence[Row], names: dict[int, str]) -> TableFacts:
+    """The table's keys and shape, for operations whose column does not exist yet."""
+    oid = int(relation["oid"])
+    not_null = {int(c["attnum"]) for c in columns if c["not_null"]}
+    primary_key: tuple[str, ...] = ()
+    unique_keys: list[tuple[str, ...]] = []
+    for ix in _index_rows(conn, oid, _NO_COLUMN):
+        keys = [int(n) for n in ix["indkey"].split()][: ix["nkeys"]]
+        if ix["exprs"] is not None or 0 in keys:
+            continue
+        plain = tuple(names[n] for n in keys)
+        if ix["is_primary"]:
+            primary_key = plain
+        elif (
+            ix["is_unique"]
+            and ix["is_valid"]
+            and ix["pred"] is None
+            and all(n in not_null for n in keys)
+            and plain not in unique_keys
+        ):
+            unique_keys.append(plain)
+    return TableFacts(
+        schema=relation["schema"],
+        name=relation["name"],
+        column=None,
+        columns=tuple(c["name"] for c in columns),
+        kind=relation["kind"],
+        is_partition=bool(relation["is_partition"]),
+        primary_key=primary_key,
+        unique_keys=tuple(sorted(unique_keys)),
+        row_estimate=max(0, _row_estimate(conn, relation, columns)),
         other_triggers=_triggers(conn, oid),
         server_version_num=int(_scalar(conn, "SELECT current_setting('server_version_num')::int")),
         extra={"source": "catalog"},

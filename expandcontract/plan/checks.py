@@ -33,7 +33,7 @@ def table_is_plannable(facts: TableFacts) -> None:
 
 
 def column_is_movable(facts: TableFacts) -> None:
-    col = facts.column
+    col = facts.col
     where = f"{qualified(facts.schema, facts.name)}.{qualified(None, col.name)}"
     if col.name in facts.primary_key:
         raise BadInput(f"column {where} is part of the primary key; renaming a key column is not supported")

@@ -82,7 +82,7 @@ class ColumnFacts:
 class TableFacts:
     schema: str
     name: str
-    column: ColumnFacts
+    column: ColumnFacts | None = None  # the column the operation works on, when it has one
     columns: tuple[str, ...] = ()  # every column of the table, in order
     kind: str = "r"  # pg_class.relkind: r table, p partitioned table, v view, ...
     is_partition: bool = False
@@ -98,6 +98,13 @@ class TableFacts:
     other_triggers: tuple[str, ...] = ()
     server_version_num: int = 150000
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def col(self) -> ColumnFacts:
+        """The operation's column; only column operations read it."""
+        if self.column is None:
+            raise ValueError(f"facts of {self.schema}.{self.name} were read without a column")
+        return self.column
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -467,7 +467,7 @@ def _check_facts(table: Table, column: str) -> list[CheckFact]:
 
 
 def facts_from_metadata(
-    metadata: MetaData, schema: str | None, table: str, column: str, *, default_schema: str = "public"
+    metadata: MetaData, schema: str | None, table: str, column: str | None, *, default_schema: str = "public"
 ) -> TableFacts:
     """TableFacts for ``table.column`` as the MetaData describes it; no connection involved.
 
@@ -476,6 +476,18 @@ def facts_from_metadata(
     """
     found = _find_table(metadata, schema, table, default_schema)
     schema_name = found.schema or default_schema
+    if column is None:  # the table alone, for an operation that adds a column
+        nullable = {c.name: bool(c.nullable) for c in found.columns}
+        primary_key, unique_keys, _ = _index_facts(found, "", schema_name, nullable)
+        return TableFacts(
+            schema=schema_name,
+            name=found.name,
+            columns=tuple(c.name for c in found.columns),
+            kind="p" if _pg_option(found, "partition_by") is not None else "r",
+            primary_key=primary_key,
+            unique_keys=tuple(unique_keys),
+            extra={"source": "metadata"},
+        )
     target = next((c for c in found.columns if c.name == column), None)
     if target is None:
         listed = ", ".join(q(c.name) for c in found.columns)

@@ -75,6 +75,15 @@ class Plan:
     backfill: dict[str, Any] | None = None  # BackfillSpec.to_json()
     reverse_backfill: dict[str, Any] | None = None  # for the contract's downgrade
     notes: tuple[str, ...] = ()
+    # {"schema.table": [columns]} the plan reads or changes ("*": the table itself): two plans
+    # touching one column conflict, and autogenerate leaves what a plan touches alone.
+    touches: dict[str, list[str]] = field(default_factory=dict)
+    # Names of the indexes, constraints, triggers and functions the plan's steps create.
+    creates: tuple[str, ...] = ()
+    # What the contract breaks for code still running, beyond removals: retyped columns
+    # ({"table", "column", "kind": "retype", "old_type", "new_type"}) and columns made NOT NULL
+    # ({"table", "column", "kind": "not-null"}).
+    breaks: tuple[dict[str, Any], ...] = ()
 
     def phase(self, name: PhaseName) -> Phase:
         for phase in self.phases:
@@ -92,4 +101,18 @@ class Plan:
             "title": self.title,
             "removes": self.removes,
             "adds": self.adds,
+            "touches": self.touches or touched(self.removes, self.adds),
+            "creates": list(self.creates),
+            "breaks": [dict(b) for b in self.breaks],
         }
+
+
+def touched(*sides: dict[str, list[str]]) -> dict[str, list[str]]:
+    """What a plan touches when it does not say: everything it removes or adds (plans frozen
+    before ``touches`` existed carry only those)."""
+    out: dict[str, list[str]] = {}
+    for side in sides:
+        for table, columns in (side or {}).items():
+            merged = out.setdefault(str(table), [])
+            merged.extend(str(c) for c in columns if str(c) not in merged)
+    return out

@@ -229,8 +229,8 @@ def guard_sql(plan: dict[str, Any], *, contract: bool) -> str:
     what = literal("contract" if contract else "rollback of expand")
     plan_id = literal(plan["plan_id"])
     checks: list[str] = []
-    if contract:
-        bf = plan["backfill"]
+    bf = plan.get("backfill")
+    if contract and bf:
         checks.append(
             f"    SELECT backfill_status INTO status FROM {s}.plans WHERE plan_id = {plan_id};\n"
             "    IF status IS DISTINCT FROM 'complete' THEN\n"
@@ -243,6 +243,20 @@ def guard_sql(plan: dict[str, Any], *, contract: bool) -> str:
             "    END IF;"
         )
     for table, columns in removes.items():
+        if "*" in columns:  # the whole table goes: any live instance that maps it holds the change
+            checks.append(
+                "    SELECT string_agg(format('%s %s (host %s pid %s, last seen %s s ago) still maps %s',\n"
+                "               i.app, i.version, i.host, i.pid,\n"
+                "               round(extract(epoch FROM now() - i.last_heartbeat)), "
+                f"{literal(table)}), '; ')\n"
+                f"      INTO live FROM {s}.instances i\n"
+                f"     WHERE i.deregistered_at IS NULL AND now() - i.last_heartbeat <= {ttl_sql}\n"
+                f"       AND i.uses ? {literal(table)};\n"
+                "    IF live IS NOT NULL THEN\n"
+                f"        RAISE EXCEPTION 'ecm: % of % refused: %', {what}, {plan_id}, live;\n"
+                "    END IF;"
+            )
+            continue
         cols = ", ".join(literal(c) for c in columns)
         checks.append(
             "    SELECT string_agg(format('%s %s (host %s pid %s, last seen %s s ago) still maps %s.%s',\n"

@@ -246,6 +246,9 @@ def _ledger_spec(plan: dict[str, Any]) -> dict[str, Any]:
         **plan.get("spec", {}),
         "removes": plan.get("removes", {}),
         "adds": plan.get("adds", {}),
+        "touches": plan.get("touches") or {},
+        "creates": plan.get("creates") or [],
+        "breaks": plan.get("breaks") or [],
         "backfill": plan.get("backfill"),
         "reverse_backfill": plan.get("reverse_backfill"),
         "revisions": plan.get("revisions", {}),
@@ -281,6 +284,8 @@ def backfill_problems(conn: Connection, plan: dict[str, Any], *, already_verifie
     from ..db import ledger
 
     plan_id = plan["plan_id"]
+    if not plan.get("backfill"):  # a plan without a backfill has no data to prove
+        return []
     row = ledger.get_plan(conn, plan_id)
     status = (row or {}).get("backfill_status", "none")
     if status != "complete":

@@ -163,10 +163,15 @@ def prepare(
     contract_versions: Path,
     message: str | None = None,
 ) -> list[RevisionFile]:
-    """Revision files for a plan: expand and backfill on the app line, contract as its own branch."""
-    ids = {name: new_revision_id() for name in ("expand", "backfill", "contract")}
+    """Revision files for the phases a plan has: expand and backfill on the app line (in that
+    order, after ``app_head``), the contract as its own branch of the contract lineage."""
+    ids: dict[str, str] = {phase.name: new_revision_id() for phase in plan.phases}
     files: list[RevisionFile] = []
-    downs = {"expand": app_head, "backfill": ids["expand"], "contract": None}
+    downs: dict[str, str | None] = {"contract": None}
+    previous = app_head
+    for name in ("expand", "backfill"):
+        if name in ids:
+            downs[name], previous = previous, ids[name]
     for phase in plan.phases:
         directory = contract_versions if phase.name == "contract" else app_versions
         labels = (plan.plan_id,) if phase.name == "contract" else None
