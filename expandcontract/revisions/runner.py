@@ -149,6 +149,7 @@ def decide_contract(
     ``verified``: this run's backfill phase just verified the plan's rows, so the table is not
     scanned a second time here.
     """
+    from ..guard import guard_input
     from ..live.guard_check import check_contract
     from .runtime import backfill_problems, shape_problems
 
@@ -156,9 +157,11 @@ def decide_contract(
         problems = shape_problems(conn, plan) or backfill_problems(conn, plan, already_verified=verified)
     except Exception as exc:  # fail closed: we could not prove the data is in step
         problems = [f"could not verify the backfill of {plan['plan_id']}: {str(exc).splitlines()[0]}"]
+    protects = guard_input(plan, contract=True)
     return check_contract(
         conn,
-        removes=plan["removes"],
+        removes=protects.removes,
+        breaks=protects.breaks,
         plan_id=plan["plan_id"],
         allow_no_reporters=allow_no_reporters,
         backfill_problems=problems,
@@ -369,6 +372,7 @@ def _contracts(
     from alembic import command
 
     from ..db import ledger
+    from ..guard import Decision
 
     if project.contract_script() is None:
         _waiting_without_lineage(project, engine)
@@ -400,9 +404,17 @@ def _contracts(
             ):
                 conn.rollback()
                 continue
-            verified = any(b["plan_id"] == plan_id and b.get("verified") for b in report.backfills)
-            decision = decide_contract(conn, plan, allow_no_reporters=allow_no_reporters, verified=verified)
-            conn.rollback()
+            if row is not None and row["phase"] == "contracted":
+                # Done here already (its version row was lost or stamped back): the revision
+                # records that and changes nothing, so there is nothing to decide.
+                conn.rollback()
+                decision = Decision(allowed=True)
+            else:
+                verified = any(b["plan_id"] == plan_id and b.get("verified") for b in report.backfills)
+                decision = decide_contract(
+                    conn, plan, allow_no_reporters=allow_no_reporters, verified=verified
+                )
+                conn.rollback()
         forced = plan_id in force
         if dry_run:
             report.pending.append({**info, "allowed": decision.allowed, "reasons": list(decision.reasons)})

@@ -126,6 +126,17 @@ def run_live(
             log.warning("plan_aborted_skipped", plan_id=plan_id, phase=label, detail=_aborted(plan))
             ledger.record(conn, plan_id=plan_id, revision=revision, phase=label, step=None, outcome="skipped")
             return
+        if (
+            direction == "upgrade"
+            and phase == "contract"
+            and existing is not None
+            and existing["phase"] == "contracted"
+        ):
+            # Run again after it completed (a lost or stamped-back version row): OLD is gone,
+            # there is nothing left to do and nothing to check.
+            log.info("plan_contracted_skipped", plan_id=plan_id, phase=label, detail="already contracted")
+            ledger.record(conn, plan_id=plan_id, revision=revision, phase=label, step=None, outcome="skipped")
+            return
         if direction == "downgrade" and aborted_here:
             log.info("plan_aborted_skipped", plan_id=plan_id, phase=label, detail="already rolled back")
             ledger.record(conn, plan_id=plan_id, revision=revision, phase=label, step=None, outcome="skipped")
@@ -307,11 +318,12 @@ def _guard(
     conn: Connection, plan: dict[str, Any], phase: str, direction: Direction
 ) -> tuple[str, dict[str, Any]]:
     """The contract guard (and the guard on rolling back an expand), inside the revision itself."""
+    from ..guard import guard_input
     from ..live.guard_check import check_contract, record_override
 
     plan_id = plan["plan_id"]
     contract = phase == "contract" and direction == "upgrade"
-    removes = plan["removes"] if contract else plan["adds"]
+    protects = guard_input(plan, contract=contract)
     problems = (shape_problems(conn, plan) or backfill_problems(conn, plan)) if contract else []
     allow_no_reporters = truthy("ECM_ALLOW_NO_REPORTERS")
     forced_plan = os.environ.get("ECM_FORCE_CONTRACT", "")
@@ -321,7 +333,8 @@ def _guard(
     with own_engine_for(conn) as engine, engine.connect() as gconn:
         decision = check_contract(
             gconn,
-            removes=removes,
+            removes=protects.removes,
+            breaks=protects.breaks,
             plan_id=plan_id,
             allow_no_reporters=allow_no_reporters,
             backfill_problems=problems,

@@ -247,11 +247,14 @@ class _Planner(Builder):
                     "only on its way out, so new code's inserts succeed once the trigger is gone",
                 )
             )
+        # Foreign keys from other tables on OLD go while the trigger still keeps OLD equal to NEW:
+        # once it is gone, OLD goes stale and they would reject child rows that reference a
+        # value new code just wrote to NEW (the ones on NEW, validated above, protect them now).
+        for fk in self.f.referenced_by:
+            up.append(self.drop_constraint(fk.schema, fk.table, fk.name, foreign_key=True))
         up += self.drop_trigger(self.function, self.trigger_name)
         if col.default is not None:
             up.append(self.set_default(self.new, col.default, f"move default to {self.new}"))
-        for fk in self.f.referenced_by:
-            up.append(self.drop_constraint(fk.schema, fk.table, fk.name, foreign_key=True))
         up.append(self.drop_column(self.old, "the contract's deliberate drop, guarded by live-code checks"))
         if self.op.rename_to_old_names:
             for ix in self.indexes:

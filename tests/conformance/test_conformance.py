@@ -1,0 +1,113 @@
+"""The conformance suite: every operation through the same scenarios (see harness.py).
+
+Figures of each traffic run (operations per version, errors, max query wait per phase)
+are printed and written to ``$ECM_CONFORMANCE_REPORT`` (JSON lines) when set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from .cases import CASES, Case
+from .harness import Scenario
+
+OPERATIONS = sorted(CASES)
+
+
+@pytest.fixture(params=OPERATIONS)
+def case(request: pytest.FixtureRequest) -> Case:
+    return CASES[request.param]
+
+
+def test_zero_errors_through_every_phase(case: Case, tmp_path: Path, database_url: str) -> None:
+    s = Scenario(case, tmp_path, database_url)
+    traffic = s.traffic()
+    assert traffic.error_count() == 0, traffic.errors()[:10]
+    assert traffic.held is not None and traffic.held.returncode == 3, (
+        traffic.held.stderr[-2000:] if traffic.held else ""
+    )
+    reasons = [r for c in json.loads(traffic.held.stdout)["contracts"]["held"] for r in c["reasons"]]
+    assert any(case.held_by in r for r in reasons), reasons
+    checked = s.oracle(traffic)
+    summary = {**traffic.summary(case), "rows_checked": checked}
+    print(json.dumps(summary))
+    report = os.environ.get("ECM_CONFORMANCE_REPORT")
+    if report:
+        with open(report, "a") as fh:
+            fh.write(json.dumps(summary) + "\n")
+    assert all(traffic.ops(v) > 50 for v in ("1", "2")), summary
+
+
+def test_abort_from_each_phase(case: Case, tmp_path: Path, database_url: str) -> None:
+    s = Scenario(case, tmp_path, database_url)
+    original = s.snapshot()
+    for last in ("expand", "backfill", "contract"):
+        doc = s.plan()
+        phases = [f["phase"] for f in doc["files"]]
+        if last not in phases:
+            continue
+        if last == "contract":
+            s.ok("upgrade", "--allow-no-reporters")
+        else:
+            s.ok("upgrade", "--phase", last)
+        aborted = s.ok("abort", doc["plan_id"], "--allow-no-reporters", "--json")
+        assert json.loads(aborted.stdout)["state"] == "aborted", aborted.stdout
+        assert s.snapshot() == original, f"abort after {last} left the table changed"
+
+
+def test_bad_input_changes_nothing(case: Case, tmp_path: Path, database_url: str) -> None:
+    s = Scenario(case, tmp_path, database_url)
+    before = s.snapshot()
+    for args, fragment in case.bad_input:
+        result = s.ecm("plan", *args)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = [line for line in result.stderr.splitlines() if line.startswith("ecm: error:")]
+        assert len(lines) == 1 and fragment in lines[0], (args, result.stderr)
+    assert s.snapshot() == before
+    assert not list((s.project.root / "migrations" / "versions").glob("*ecm_*.py"))
+
+
+def test_offline_script_runs_in_psql_and_passes_squawk(case: Case, tmp_path: Path, database_url: str) -> None:
+    """The whole plan as one psql script: squawk finds nothing, and the result equals the live run's."""
+    import shutil
+    import subprocess
+
+    s = Scenario(case, tmp_path, database_url)
+    s.plan()
+    s.ok("init")
+    script = s.ok("upgrade", "--sql", "--phase", "contract", env={"ECM_ALLOW_NO_REPORTERS": "1"}).stdout
+    path = tmp_path / "plan.sql"
+    path.write_text(script)
+    with psycopg.connect(database_url) as conn:
+        major = int(str(conn.execute("SHOW server_version_num").fetchone()[0])) // 10000  # type: ignore[index]
+    import sys
+
+    squawk = str(Path(sys.executable).parent / "squawk")
+    assert Path(squawk).exists(), "squawk-cli is in the dev extra"
+    lint = subprocess.run(
+        [squawk, "--reporter", "json", "--pg-version", str(major), str(path)], capture_output=True, text=True
+    )
+    findings = json.loads(lint.stdout or "[]")
+    assert findings == [], findings
+    psql = shutil.which("psql")
+    if psql is None:
+        pytest.skip("psql is not installed")
+    ran = subprocess.run(
+        [psql, "-X", "-v", "ON_ERROR_STOP=1", "-q", "-f", str(path), database_url],
+        capture_output=True,
+        text=True,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    offline = s.snapshot()
+    rerun = subprocess.run(
+        [psql, "-X", "-v", "ON_ERROR_STOP=1", "-q", "-f", str(path), database_url],
+        capture_output=True,
+        text=True,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert s.snapshot() == offline
