@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from expandcontract import LiveReporter, schema_ready
+from expandcontract.db.control import head_revision
 from expandcontract.live import reporter as reporter_module
 from expandcontract.live.usage import schema_usage
 from expandcontract.urls import normalize
@@ -529,7 +530,7 @@ def test_a_registry_at_revision_0001_upgrades_in_place(engine: Engine, db: psyco
         "VALUES (gen_random_uuid(), 'web', '1.0', 'h1', 77, 10, '{}')"
     )
     with LiveReporter(engine, app="ops", version="2", interval=INTERVAL, handle_signals=False, role="cli"):
-        assert db.execute("SELECT version_num FROM ecm.schema_version").fetchall() == [("0002",)]
+        assert db.execute("SELECT version_num FROM ecm.schema_version").fetchall() == [(head_revision(),)]
         roles = db.execute("SELECT app, role FROM ecm.instances ORDER BY app").fetchall()
         assert roles == [("ops", "cli"), ("web", "server")]  # the old row became a server
 

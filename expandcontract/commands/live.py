@@ -30,7 +30,7 @@ def _seconds(value: float | None) -> str:
 def _instances_doc(conn: Connection, include_all: bool) -> dict[str, Any]:
     from sqlalchemy import text
 
-    from ..guard import parse_ttl, state, ttl_for
+    from ..guard import parse_ttl, state, ttl_for, types_json
     from ..live import registry
     from ..settings import control_schema, get
 
@@ -63,6 +63,7 @@ def _instances_doc(conn: Connection, include_all: bool) -> dict[str, Any]:
                 "interval_s": instance.interval_s,
                 "ttl_s": ttl_for(instance, ttl),
                 "uses": {t: list(c) for t, c in instance.uses.items()},
+                "types": types_json(instance.columns),
             }
         )
     order = {"live": 0, "expired": 1, "deregistered": 2}
@@ -138,6 +139,7 @@ def _pending_plans(conn: Connection, plan: str | None) -> list[dict[str, Any]]:
     from sqlalchemy import text
 
     from ..errors import BadInput
+    from ..guard import guard_input
     from ..settings import control_schema
     from ..sql.quoting import q
 
@@ -161,17 +163,20 @@ def _pending_plans(conn: Connection, plan: str | None) -> list[dict[str, Any]]:
             conn.execute(
                 text(
                     f"SELECT plan_id, phase, spec FROM {plans_table} "
-                    "WHERE phase NOT IN ('contracted', 'aborted') AND spec ? 'removes' "
+                    "WHERE phase NOT IN ('contracted', 'aborted') AND (spec ? 'removes' OR spec ? 'breaks') "
                     "ORDER BY created_at, plan_id"
                 )
             )
         )
     conn.rollback()
-    return [
-        {"plan_id": r.plan_id, "phase": r.phase, "removes": (r.spec or {}).get("removes") or {}}
-        for r in rows
-        if isinstance((r.spec or {}).get("removes"), dict)
-    ]
+    pending: list[dict[str, Any]] = []
+    for r in rows:
+        spec = r.spec if isinstance(r.spec, dict) else {}
+        if not isinstance(spec.get("removes", {}), dict):
+            continue
+        # The ledger's spec carries removes and breaks as the revision files froze them.
+        pending.append({"plan_id": r.plan_id, "phase": r.phase, "guard": guard_input(spec, contract=True)})
+    return pending
 
 
 def register(app: typer.Typer) -> None:
@@ -204,14 +209,21 @@ def register(app: typer.Typer) -> None:
                 metavar="MODULE:ATTRIBUTE", help="MetaData or declarative Base, e.g. app.models:Base"
             ),
         ],
+        check_types: Annotated[
+            bool,
+            typer.Option(
+                "--check-types/--no-check-types",
+                help="Also report mapped columns whose type the database column does not have (yet).",
+            ),
+        ] = True,
     ) -> int:
-        """Readiness: exit 0 when the database has every table and column the code maps, 3 if not."""
+        """Readiness: exit 0 when the database has every table, column and type the code maps, 3 if not."""
         from ..db.engine import connect
         from ..live.readiness import missing
 
         metadata = _load_metadata(target)
         with connect(common.engine()) as conn:
-            problems = missing(conn, metadata)
+            problems = missing(conn, metadata, check_types=check_types)
         common.emit({"target": target, "ready": not problems, "missing": problems})
         if not problems:
             common.say(f"{target}: schema ready")
@@ -252,7 +264,11 @@ def register(app: typer.Typer) -> None:
         with connect(common.engine()) as conn:
             for p in _pending_plans(conn, plan):
                 decision = check_contract(
-                    conn, removes=p["removes"], plan_id=p["plan_id"], allow_no_reporters=allow_no_reporters
+                    conn,
+                    removes=p["guard"].removes,
+                    breaks=p["guard"].breaks,
+                    plan_id=p["plan_id"],
+                    allow_no_reporters=allow_no_reporters,
                 )
                 results.append((p, decision))
         refused = [(p, d) for p, d in results if not d.allowed]
@@ -261,7 +277,7 @@ def register(app: typer.Typer) -> None:
                 "allowed": not refused,
                 "allow_no_reporters": allow_no_reporters,
                 "plans": [
-                    {"plan_id": p["plan_id"], "phase": p["phase"], "removes": p["removes"], **d.to_json()}
+                    {"plan_id": p["plan_id"], "phase": p["phase"], **p["guard"].to_json(), **d.to_json()}
                     for p, d in results
                 ],
             }

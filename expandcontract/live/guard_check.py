@@ -5,6 +5,11 @@ unreadable registry or a failing clock query each become a refusal that says why
 because a guard that errors out is too easily retried with the guard switched off, and
 one that allows on error lets a contract break running code.
 
+Type names (a retyping plan's old and new types, and the types instances registered for
+the columns it retypes) are resolved by this same server, in the same read: the pure
+decision compares what PostgreSQL says they are, never their spelling. A name the server
+cannot resolve makes the instances that map it "cannot tell", which holds the contract.
+
 The checking process itself (this host, this pid) is never live code for its own check:
 ``ecm upgrade`` loads the project's ``env.py``, which may import the application and
 start its reporter, and that instance would otherwise hold the contract ecm is running.
@@ -17,14 +22,25 @@ import json
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import BadInput
-from ..guard import Decision, Instance, decide, parse_ttl, refuse_unknown
+from ..guard import (
+    Break,
+    Decision,
+    GuardInput,
+    Instance,
+    SqlType,
+    decide,
+    parse_ttl,
+    refuse_unknown,
+    type_names,
+)
 from ..log import get_logger
 from ..settings import control_schema, get
 from ..sql.quoting import q
 from . import registry
+from .types import resolve as resolve_types
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -43,8 +59,10 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(orig).__name__
 
 
-def _read(conn: Connection, ttl: float | None) -> list[Instance] | str:
-    """The registry as Instances, or why it could not be read."""
+def _read(
+    conn: Connection, ttl: float | None, breaks: Sequence[Break] = ()
+) -> tuple[list[Instance], dict[str, SqlType | None]] | str:
+    """The registry as Instances and the type names in play resolved, or why it could not be read."""
     from sqlalchemy import text
 
     schema = control_schema()
@@ -64,9 +82,11 @@ def _read(conn: Connection, ttl: float | None) -> list[Instance] | str:
         if conn.execute(text("SELECT to_regclass(:t)"), {"t": registry.table(schema)}).scalar() is None:
             return f"live-instance registry {schema}.{registry.TABLE} is missing; run `ecm init`"
         rows = registry.read(conn, ttl=ttl, recent_s=_READ_SLACK_SECONDS)
-        return [registry.to_instance(row) for row in rows]
+        instances = [registry.to_instance(row) for row in rows]
     except Exception as exc:
         return f"cannot read the live-instance registry {schema}.{registry.TABLE}: {_first_line(exc)}"
+    names = type_names(GuardInput(breaks=tuple(breaks)), instances)
+    return instances, (resolve_types(conn, names) if names else {})
 
 
 def current_process() -> tuple[str, int]:
@@ -87,20 +107,28 @@ def check_contract(
     plan_id: str | None = None,
     allow_no_reporters: bool = False,
     backfill_problems: Sequence[str] = (),
+    breaks: Sequence[Break | Mapping[str, Any]] = (),
 ) -> Decision:
-    """Whether removing ``removes`` (``{"schema.table": [columns]}``) may run now.
+    """Whether removing ``removes`` (``{"schema.table": [columns]}``) and breaking
+    ``breaks`` (retyped columns, columns made NOT NULL; :class:`Break` or a plan's dicts)
+    may run now.
 
     Works inside the caller's transaction (reads under a savepoint, so a failed read
     leaves that transaction usable) or outside one (reads in a transaction it ends).
-    Also the check for an expand's downgrade: pass the new shape as ``removes``.
+    Also the check for an expand's downgrade: pass the new shape as ``removes``. Build
+    both arguments from a plan with :func:`expandcontract.guard.guard_input`.
     """
     try:
         ttl = parse_ttl(get("ECM_LIVE_TTL"))
     except ValueError as exc:
         return refuse_unknown(str(exc))
+    try:
+        parsed = tuple(b if isinstance(b, Break) else Break.from_json(b) for b in breaks)
+    except BadInput as exc:
+        return refuse_unknown(str(exc))
 
     outer = conn.in_transaction()
-    instances: list[Instance] | str
+    instances: tuple[list[Instance], dict[str, SqlType | None]] | str
     try:
         # In autocommit mode (Alembic's autocommit_block) there is no transaction to protect,
         # and SAVEPOINT would fail; the caller's SQLAlchemy-level transaction is left alone.
@@ -109,7 +137,7 @@ def check_contract(
     except Exception as exc:
         return refuse_unknown(f"cannot read the live-instance registry: {_first_line(exc)}")
     try:
-        instances = _read(conn, ttl)
+        instances = _read(conn, ttl, parsed)
     finally:
         try:
             if savepoint is not None:
@@ -122,13 +150,16 @@ def check_contract(
     if isinstance(instances, str):
         log.warning("guard_fail_closed", plan_id=plan_id, reason=instances)
         return refuse_unknown(instances)
+    found, types = instances
     decision = decide(
         removes,
-        instances,
+        found,
         ttl=ttl,
         backfill_problems=backfill_problems,
         allow_no_reporters=allow_no_reporters,
         current_process=current_process(),
+        breaks=parsed,
+        types=types,
     )
     if decision.ignored:
         log.info(
@@ -144,6 +175,7 @@ def check_contract(
         reasons=decision.reasons,
         live=len(decision.live),
         blocking=len(decision.blocking),
+        cannot_tell=decision.cannot_tell,
     )
     return decision
 

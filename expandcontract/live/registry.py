@@ -6,10 +6,17 @@ live or a live one look dead. Reads use ``clock_timestamp()`` rather than ``now(
 ``now()`` is frozen at transaction start, and a contract may check from inside a
 transaction that began a while ago.
 
-The ``role`` column came with control-schema revision 0002. Both writes and reads check
-for it, so an application whose library is newer than the database's control schema (and
-whose role may not ALTER it) still reports, and a newer ``ecm`` still reads an older
-registry: rows without a role are servers, as every reporter was before roles existed.
+The ``role`` column came with control-schema revision 0002, ``types`` with 0003. Both
+writes and reads check for them, so an application whose library is newer than the
+database's control schema (and whose role may not ALTER it) still reports, and a newer
+``ecm`` still reads an older registry: rows without a role are servers, as every reporter
+was before roles existed; rows without types are from reporters that registered none, and
+the guard cannot tell how they map a retyped column (it still knows what they map).
+
+``types`` is ``{"schema.table": {column: {"type": "INTEGER", "nullable": false}}}``. A
+malformed value makes that one instance's types unknown ("cannot tell" where a contract
+retypes a column it maps) rather than the whole registry unreadable: names, which every
+contract needs, are still read.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..guard import TTL_INTERVALS, Instance
+from ..guard import TTL_INTERVALS, Instance, MappedColumn
 from ..settings import control_schema
 from ..sql.quoting import q
 
@@ -36,19 +43,26 @@ def table(schema: str | None = None) -> str:
     return f"{q(schema or control_schema())}.{q(TABLE)}"
 
 
-def has_role_column(conn: Connection) -> bool:
-    """Whether the registry has revision 0002's ``role`` column."""
+def optional_columns(conn: Connection) -> set[str]:
+    """Which of the columns later control-schema revisions added the registry has:
+    ``role`` (0002), ``types`` (0003)."""
     from sqlalchemy import text
 
-    return bool(
-        conn.execute(
+    return {
+        str(name)
+        for name in conn.execute(
             text(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass(:t) "
-                "AND attname = 'role' AND attnum > 0 AND NOT attisdropped)"
+                "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass(:t) "
+                "AND attname IN ('role', 'types') AND attnum > 0 AND NOT attisdropped"
             ),
             {"t": table()},
-        ).scalar()
-    )
+        ).scalars()
+    }
+
+
+def has_role_column(conn: Connection) -> bool:
+    """Whether the registry has revision 0002's ``role`` column."""
+    return "role" in optional_columns(conn)
 
 
 def register(
@@ -62,26 +76,31 @@ def register(
     interval_s: float,
     uses: Mapping[str, Sequence[str]],
     role: str = "server",
+    types: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> Any:
     """Insert (or revive, after the row was pruned) one instance; returns its started_at.
 
-    Without the ``role`` column (a control schema older than this library) the row is
-    written without it rather than not at all: reporting matters more than the role.
+    Without the ``role`` or ``types`` column (a control schema older than this library)
+    the row is written without it rather than not at all: reporting matters more.
+    ``types`` None is written as NULL: "registered no types".
     """
     from sqlalchemy import text
 
-    with_role = has_role_column(conn)
+    present = optional_columns(conn)
+    extra = [c for c in ("role", "types") if c in present]
+    names = "".join(f", {c}" for c in extra)
+    values = "".join(", :role" if c == "role" else ", CAST(:types AS jsonb)" for c in extra)
+    updates = "".join(f", {c} = EXCLUDED.{c}" for c in extra)
     return conn.execute(
         text(
             f"""
             INSERT INTO {table()} AS i
-                (id, app, version, host, pid, started_at, last_heartbeat, interval_s, uses
-                 {", role" if with_role else ""})
+                (id, app, version, host, pid, started_at, last_heartbeat, interval_s, uses{names})
             VALUES (CAST(:id AS uuid), :app, :version, :host, :pid, now(), now(), :interval_s,
-                    CAST(:uses AS jsonb) {", :role" if with_role else ""})
+                    CAST(:uses AS jsonb){values})
             ON CONFLICT (id) DO UPDATE
                SET last_heartbeat = now(), deregistered_at = NULL, interval_s = EXCLUDED.interval_s,
-                   uses = EXCLUDED.uses {", role = EXCLUDED.role" if with_role else ""}
+                   uses = EXCLUDED.uses{updates}
             RETURNING started_at
             """
         ),
@@ -94,6 +113,7 @@ def register(
             "interval_s": float(interval_s),
             "uses": json.dumps({t: list(c) for t, c in uses.items()}),
             "role": role,
+            "types": None if types is None else json.dumps(types),
         },
     ).scalar_one()
 
@@ -150,12 +170,14 @@ def read(
     """
     from sqlalchemy import text
 
-    role = "role" if has_role_column(conn) else "'server'::text"
+    present = optional_columns(conn)
+    role = "role" if "role" in present else "'server'::text"
+    types = "types" if "types" in present else "NULL::jsonb"
     result = conn.execute(
         text(
             f"""
             SELECT id::text AS id, app, version, host, pid, {role} AS role, started_at,
-                   last_heartbeat, deregistered_at, interval_s, uses,
+                   last_heartbeat, deregistered_at, interval_s, uses, {types} AS types,
                    extract(epoch FROM clock_timestamp() - last_heartbeat)::float8
                        AS seconds_since_heartbeat,
                    extract(epoch FROM clock_timestamp() - deregistered_at)::float8
@@ -191,4 +213,30 @@ def to_instance(row: Mapping[str, Any]) -> Instance:
         uses={str(t): tuple(str(c) for c in cols) for t, cols in uses.items()},
         seconds_since_deregistered=None if since_dereg is None else float(since_dereg),
         role=str(row.get("role") or "server"),
+        columns=parse_types(row.get("types")),
     )
+
+
+def parse_types(value: Any) -> dict[str, dict[str, MappedColumn]] | None:
+    """The registered ``types``; None when absent or malformed (the guard cannot tell)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if not isinstance(value, dict):
+        return None
+    out: dict[str, dict[str, MappedColumn]] = {}
+    for table_name, columns in value.items():
+        if not isinstance(columns, dict):
+            return None
+        for column, spec in columns.items():
+            if not isinstance(spec, dict):
+                return None
+            type_ = spec.get("type")
+            nullable = spec.get("nullable")
+            out.setdefault(str(table_name), {})[str(column)] = MappedColumn(
+                type=type_ if isinstance(type_, str) and type_.strip() else None,
+                nullable=nullable if isinstance(nullable, bool) else None,
+            )
+    return out

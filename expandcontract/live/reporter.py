@@ -24,6 +24,9 @@ reporter's job is to be *truthful about liveness* without ever hurting the appli
 * A ``role`` says whether the instance serves. Command-line runs that import the
   application (``flask db upgrade``, ``alembic``, ``ecm`` itself) still block a contract
   while they run, but are no evidence that the serving fleet reports.
+* Beside the names it maps, it registers each mapped column's type (as SQLAlchemy's
+  PostgreSQL dialect compiles it, no server needed) and nullability, so the guard can
+  also hold a contract that retypes a column or makes it NOT NULL under this code.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..guard import ROLES, Role
 from ..log import get_logger
-from .usage import FALLBACK_SCHEMA, schema_usage
+from .usage import FALLBACK_SCHEMA, schema_types, schema_usage
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
@@ -217,6 +220,8 @@ class LiveReporter:
         self.started: datetime | None = None
         #: What the instance registered as mapped, ``{"schema.table": [columns]}``.
         self.usage: dict[str, list[str]] | None = None
+        #: The types it registered, ``{"schema.table": {column: {"type", "nullable"}}}``.
+        self.column_types: dict[str, dict[str, dict[str, Any]]] | None = None
         self._role = role
         self._bind = bind
         #: psycopg 3 URL of the reporter's own connections, once known.
@@ -517,6 +522,7 @@ class LiveReporter:
                         self._default_schema or conn.execute(text("SELECT current_schema()")).scalar()
                     )
                     self.usage = schema_usage(self.metadata, self.uses, default_schema or FALLBACK_SCHEMA)
+                    self.column_types = schema_types(self.metadata, default_schema or FALLBACK_SCHEMA)
                 self.started = registry.register(
                     conn,
                     instance_id=self.id,
@@ -527,6 +533,7 @@ class LiveReporter:
                     interval_s=self.interval,
                     uses=self.usage,
                     role=self.role,
+                    types=self.column_types,
                 )
             if not self._control_ensured:
                 self._prune(conn)

@@ -3,6 +3,10 @@
 This is what an instance registers and what the guard compares with a contract's
 ``removes``. Names are the database's (``Column.name``, not the attribute key), because a
 contract removes database columns whatever the model calls them.
+
+Beside it, :func:`schema_types` gives each column the MetaData maps its type (as the
+PostgreSQL dialect compiles it) and nullability, for the contracts that retype a column or
+make it NOT NULL. Columns named only in ``uses`` have no types: the guard cannot tell.
 """
 
 from __future__ import annotations
@@ -32,6 +36,27 @@ def as_metadata(obj: Any) -> MetaData:
 def qualify(table: str, default_schema: str) -> str:
     """``"users"`` -> ``"public.users"`` (the connection's current schema); qualified names stay."""
     return table if "." in table else f"{default_schema}.{table}"
+
+
+def schema_types(metadata: MetaData | None, default_schema: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{"schema.table": {column: {"type": "INTEGER", "nullable": False}}}`` for ``metadata``.
+
+    ``type`` is None for a type the PostgreSQL dialect cannot compile (the guard then
+    cannot tell). Only MetaData carries types: ``uses`` columns are left out.
+    """
+    from .types import compile_type
+
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    if metadata is None:
+        return found
+    for table in as_metadata(metadata).tables.values():
+        key = f"{table.schema or default_schema}.{table.name}"
+        for column in table.columns:
+            found.setdefault(key, {})[str(column.name)] = {
+                "type": compile_type(column.type),
+                "nullable": bool(column.nullable),
+            }
+    return {t: dict(sorted(cols.items())) for t, cols in sorted(found.items())}
 
 
 def schema_usage(

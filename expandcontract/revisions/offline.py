@@ -213,10 +213,17 @@ def allow_no_reporters() -> bool:
 
 
 def guard_sql(plan: dict[str, Any], *, contract: bool) -> str:
-    """A DO block that raises, before any DDL, when the contract (or an expand rollback) is unsafe."""
+    """A DO block that raises, before any DDL, when the contract (or an expand rollback) is unsafe.
+
+    The live guard's rules, in PL/pgSQL, from the same :func:`~expandcontract.guard.guard_input`:
+    a live instance that maps a removed column, maps a retyped column with its old type (or
+    one the guard cannot judge), or maps a column made NOT NULL as nullable, stops psql.
+    Type names are resolved with ``to_regtype`` when the script *runs*, inside a nested
+    block, so a name the server cannot parse is "cannot tell" rather than a crash.
+    """
     s = q(control_schema())
     from ..errors import BadInput
-    from ..guard import parse_ttl
+    from ..guard import guard_input, parse_ttl
 
     try:
         ttl = parse_ttl(get("ECM_LIVE_TTL"))
@@ -225,9 +232,11 @@ def guard_sql(plan: dict[str, Any], *, contract: bool) -> str:
     ttl_sql = (
         f"make_interval(secs => {ttl!r})" if ttl is not None else "make_interval(secs => 3 * i.interval_s)"
     )
-    removes: dict[str, list[str]] = plan["removes"] if contract else plan["adds"]
+    protects = guard_input(plan, contract=contract)
+    removes = protects.removes
     what = literal("contract" if contract else "rollback of expand")
     plan_id = literal(plan["plan_id"])
+    live_sql = f"i.deregistered_at IS NULL AND now() - i.last_heartbeat <= {ttl_sql}"
     checks: list[str] = []
     bf = plan.get("backfill")
     if contract and bf:
@@ -250,12 +259,14 @@ def guard_sql(plan: dict[str, Any], *, contract: bool) -> str:
                 "               round(extract(epoch FROM now() - i.last_heartbeat)), "
                 f"{literal(table)}), '; ')\n"
                 f"      INTO live FROM {s}.instances i\n"
-                f"     WHERE i.deregistered_at IS NULL AND now() - i.last_heartbeat <= {ttl_sql}\n"
+                f"     WHERE {live_sql}\n"
                 f"       AND i.uses ? {literal(table)};\n"
                 "    IF live IS NOT NULL THEN\n"
                 f"        RAISE EXCEPTION 'ecm: % of % refused: %', {what}, {plan_id}, live;\n"
                 "    END IF;"
             )
+            continue
+        if not columns:
             continue
         cols = ", ".join(literal(c) for c in columns)
         checks.append(
@@ -265,21 +276,160 @@ def guard_sql(plan: dict[str, Any], *, contract: bool) -> str:
             f"{literal(table)}, c.col), '; ')\n"
             f"      INTO live FROM {s}.instances i,\n"
             f"           jsonb_array_elements_text(i.uses -> {literal(table)}) AS c(col)\n"
-            f"     WHERE i.deregistered_at IS NULL AND now() - i.last_heartbeat <= {ttl_sql}\n"
+            f"     WHERE {live_sql}\n"
             f"       AND c.col IN ({cols});\n"
             "    IF live IS NOT NULL THEN\n"
             f"        RAISE EXCEPTION 'ecm: % of % refused: %', {what}, {plan_id}, live;\n"
             "    END IF;"
         )
-    if not allow_no_reporters():
+    hurts = any(list(columns) for columns in removes.values())
+    for brk in protects.breaks:
+        checks.append(_break_sql(brk, s, live_sql))
+    if protects.breaks:
         checks.append(
-            # Same evidence as the live guard: a heartbeat, or a clean deregistration, within the TTL.
-            f"    IF NOT EXISTS (SELECT 1 FROM {s}.instances i\n"
-            f"                   WHERE now() - COALESCE(i.deregistered_at, i.last_heartbeat) <= {ttl_sql}) THEN\n"
+            "    IF cardinality(held) > 0 THEN\n"
+            f"        RAISE EXCEPTION E'ecm: % of % refused:\\n  - %', {what}, {plan_id},\n"
+            "            array_to_string(held, E'\\n  - ');\n"
+            "    END IF;"
+        )
+    if not allow_no_reporters() and (hurts or protects.breaks):
+        checks.append(
+            # Same evidence as the live guard: a serving instance's heartbeat, or its clean
+            # deregistration, within the TTL (command-line runs prove nothing); needed only
+            # when the change takes something away from running code.
+            f"    IF hurts AND NOT EXISTS (SELECT 1 FROM {s}.instances i\n"
+            f"                   WHERE now() - COALESCE(i.deregistered_at, i.last_heartbeat) <= {ttl_sql}\n"
+            "                     AND i.role IS DISTINCT FROM 'cli') THEN\n"
             "        RAISE EXCEPTION 'ecm: % of % refused: no application instance has reported recently, so "
             "nothing proves old code is gone (regenerate with ECM_ALLOW_NO_REPORTERS=1 to accept)', "
             f"{what}, {plan_id};\n"
             "    END IF;"
         )
     body = "\n".join(checks) or "    NULL;"
-    return f"DO $ecm_guard$\nDECLARE\n    live text;\n    status text;\nBEGIN\n{body}\nEND\n$ecm_guard$"
+    declare = [
+        "    live text;",
+        "    status text;",
+        f"    hurts boolean := {'true' if hurts else 'false'};",
+    ]
+    if protects.breaks:
+        declare += [
+            "    held text[] := ARRAY[]::text[];",
+            "    r record;",
+            "    who text;",
+            "    old_t regtype;",
+            "    new_t regtype;",
+            "    mapped regtype;",
+            "    mapped_same text[];",
+            "    like_new boolean;",
+            "    like_old boolean;",
+        ]
+    return "DO $ecm_guard$\nDECLARE\n" + "\n".join(declare) + f"\nBEGIN\n{body}\nEND\n$ecm_guard$"
+
+
+def _regtype_sql(target: str, name_sql: str) -> str:
+    """``target := to_regtype(name)``, NULL (cannot tell) for a name the server cannot parse."""
+    return f"BEGIN {target} := to_regtype({name_sql}); EXCEPTION WHEN OTHERS THEN {target} := NULL; END;"
+
+
+def _indent(lines: list[str], depth: int) -> list[str]:
+    return [("    " * depth + line) if line else line for line in lines]
+
+
+def _break_sql(brk: Any, s: str, live_sql: str) -> str:
+    """One break as PL/pgSQL: every live instance mapping the column whose mapping it hurts
+    (the verdicts of :func:`expandcontract.guard.what_it_breaks`) is added to ``held``."""
+    from ..guard import NOT_NULL, RETYPE
+    from ..live.types import same_sql
+
+    table, column, name = literal(brk.table), literal(brk.column), literal(brk.name)
+    mapped_col = f"i.types -> {table} -> {column}"
+    loop_head = [
+        "FOR r IN SELECT i.app, i.version, i.host, i.pid,",
+        "                round(extract(epoch FROM now() - i.last_heartbeat)) AS age,",
+        f"                i.types IS NULL AS untyped, {mapped_col} IS NULL AS unlisted,",
+        f"                {mapped_col} ->> 'type' AS mapped_type, {mapped_col} -> 'nullable' AS nullable",
+        f"           FROM {s}.instances i",
+        f"          WHERE {live_sql}",
+        f"            AND i.uses -> {table} ? {column}",
+        "LOOP",
+    ]
+    who = [
+        "    who := format('%s %s (host %s pid %s, last seen %s s ago) maps %s',",
+        f"                  r.app, r.version, r.host, r.pid, r.age, {name});",
+    ]
+    lines = [comment(f"guard: {brk.kind} {brk.name}")]
+    if brk.kind == NOT_NULL:
+        nullability_why = (
+            "CASE WHEN r.untyped THEN 'its reporter registers no nullability' "
+            "WHEN r.unlisted THEN 'listed in uses=, which carries no nullability' "
+            "ELSE 'no nullability registered' END"
+        )
+        lines += [
+            "hurts := true;",
+            *loop_head,
+            "    CONTINUE WHEN r.nullable = 'false'::jsonb;",
+            *who,
+            "    IF r.nullable = 'true'::jsonb THEN",
+            "        held := held || (who || ' as nullable; the contract makes it NOT NULL');",
+            "    ELSE",
+            "        held := held || (who || format(' but its nullability is unknown (%s): cannot tell whether '",
+            "            || 'it writes NULL, which fails once the contract makes it NOT NULL',",
+            f"            {nullability_why}));",
+            "    END IF;",
+            "END LOOP;",
+        ]
+    elif brk.kind != RETYPE:
+        unknown_kind = f"({brk.kind!r} is a change this version of ecm does not know)"
+        lines += [
+            "hurts := true;",
+            *loop_head,
+            *who,
+            "    held := held || (who || ': cannot tell whether it is safe once the contract changes it '",
+            f"        || {literal(unknown_kind)});",
+            "END LOOP;",
+        ]
+    else:
+        new_name = f"COALESCE(new_t::text, {literal(str(brk.new_type))})"
+        old_name = f"COALESCE(old_t::text, {literal(str(brk.old_type))})"
+        once = f"format(' safely once the contract makes it %s (from %s)', {new_name}, {old_name})"
+        type_why = (
+            "CASE WHEN r.untyped THEN 'its reporter registers no column types' "
+            "WHEN r.unlisted THEN 'listed in uses=, which carries no types' "
+            "WHEN r.mapped_type IS NULL THEN 'SQLAlchemy could not compile its type for PostgreSQL' "
+            "ELSE format('%L is not a type this database knows', r.mapped_type) END"
+        )
+        same = same_sql("mapped").strip().splitlines()
+        lines += [
+            _regtype_sql("old_t", literal(str(brk.old_type))),
+            _regtype_sql("new_t", literal(str(brk.new_type))),
+            # Typmods are no part of a type: varchar(100) -> varchar(200) changes nothing here.
+            "IF old_t IS NULL OR new_t IS NULL OR old_t <> new_t THEN",
+            "    hurts := true;",
+            *_indent(loop_head, 1),
+            "        mapped := NULL;",
+            "        IF r.mapped_type IS NOT NULL THEN",
+            f"            {_regtype_sql('mapped', 'r.mapped_type')}",
+            "        END IF;",
+            "        CONTINUE WHEN mapped IS NOT NULL AND new_t IS NOT NULL AND mapped = new_t;",
+            *_indent(who, 1),
+            "        IF mapped IS NOT NULL THEN",
+            # The types PostgreSQL converts the mapped one to and from without a function.
+            "            mapped_same := " + same[0],
+            *_indent(same[1:-1], 3),
+            "            " + same[-1] + ";",
+            "            like_new := new_t IS NOT NULL AND (mapped = new_t OR new_t::text = ANY(mapped_same));",
+            "            like_old := old_t IS NOT NULL AND (mapped = old_t OR old_t::text = ANY(mapped_same));",
+            "        END IF;",
+            "        IF mapped IS NULL THEN",
+            "            held := held || (who || format(' but its type is unknown (%s): cannot tell whether it reads %s',",
+            f"                {type_why}, {name}) || {once});",
+            "        ELSIF mapped = old_t OR (like_old AND NOT like_new) THEN",
+            f"            held := held || (who || format(' as %s; the contract makes it %s', mapped, {new_name}));",
+            "        ELSIF NOT (like_new AND NOT like_old) THEN",
+            "            held := held || (who || format(' as %s: cannot tell whether it reads %s', mapped, "
+            f"{name}) || {once});",
+            "        END IF;",
+            "    END LOOP;",
+            "END IF;",
+        ]
+    return "\n".join(_indent(lines, 1))
