@@ -86,4 +86,18 @@ RENAME = Case(
     ),
 )
 
-CASES: dict[str, Case] = {case.operation: case for case in (RENAME,)}
+def _collect() -> dict[str, Case]:
+    """rename-column's case here, every other operation's in its own ``case_<operation>.py``
+    (``CASE = Case(...)``): adding an operation adds a file, never an edit here."""
+    import importlib
+    import pkgutil
+    from pathlib import Path
+
+    found = [RENAME]
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if module.name.startswith("case_"):
+            found.append(importlib.import_module(f"{__package__}.{module.name}").CASE)
+    return {case.operation: case for case in found}
+
+
+CASES: dict[str, Case] = _collect()
