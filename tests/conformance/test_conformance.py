@@ -111,3 +111,34 @@ def test_offline_script_runs_in_psql_and_passes_squawk(case: Case, tmp_path: Pat
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert s.snapshot() == offline
+
+
+@pytest.mark.parametrize(("template", "driver"), [("generic", "psycopg2"), ("async", "asyncpg")])
+def test_revisions_on_other_drivers(
+    case: Case, tmp_path: Path, database_url: str, template: str, driver: str
+) -> None:
+    """The same plan's revisions upgrade and downgrade under the project's own driver."""
+    from ..shapes import make_shape
+    from .harness import ROWS, snapshot
+
+    shape = make_shape(tmp_path / "app", database_url, template, driver)
+    assert shape.alembic("upgrade", "head").returncode == 0
+    with shape.connect() as conn:
+        conn.execute(case.setup_sql.format(rows=ROWS))
+        original = snapshot(conn, case.tables)
+    planned = shape.ecm("plan", *case.plan, "--json")
+    assert planned.returncode == 0, planned.stderr
+    doc = json.loads(planned.stdout)
+    phases = {f["phase"]: f for f in doc["files"]}
+    env = {"ECM_ALLOW_NO_REPORTERS": "1"}
+    up = shape.alembic("upgrade", "head", env=env)
+    assert up.returncode == 0, up.stderr[-3000:]
+    if "contract" in phases:
+        contract = shape.alembic("-n", "ecm_contracts", "upgrade", "heads", env=env)
+        assert contract.returncode == 0, contract.stderr[-3000:]
+        down = shape.alembic("-n", "ecm_contracts", "downgrade", f"{doc['plan_id']}@base", env=env)
+        assert down.returncode == 0, down.stderr[-3000:]
+    back = shape.alembic("downgrade", "0001", env=env)
+    assert back.returncode == 0, back.stderr[-3000:]
+    with shape.connect() as conn:
+        assert snapshot(conn, case.tables) == original
