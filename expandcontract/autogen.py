@@ -36,6 +36,12 @@ from .db.engine import first_line
 from .settings import control_schema
 from .sql.quoting import q
 
+# An in-flight plan keeps NOT VALID checks on the table; SQLAlchemy's PostgreSQL reflection
+# hands their `not_valid` flag back as a `dialect_options` argument its own CheckConstraint
+# does not accept, and warns "Can't validate argument 'dialect_options'" on every
+# autogenerate run that uses this module. Only that message is silenced.
+warnings.filterwarnings("ignore", message=r"Can't validate argument 'dialect_options'")
+
 if TYPE_CHECKING:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory

@@ -389,3 +389,29 @@ def test_names_come_from_the_example_revision_files(conn: Connection) -> None:
         "ecm_rename_accounts_name_full_name_nn",
         "ecm_rename_accounts_name_full_name_sync",
     }
+
+
+def test_no_sqlalchemy_warning_for_an_in_flight_not_valid_check(database_url: str) -> None:
+    """Reflecting a plan's NOT VALID check made SQLAlchemy warn on every autogenerate run."""
+    import subprocess
+    import sys
+
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE t (a int); ALTER TABLE t ADD CONSTRAINT t_a_nn CHECK (a IS NOT NULL) NOT VALID"
+        )
+    code = (
+        "import expandcontract.autogen\n"
+        "from alembic.runtime.migration import MigrationContext\n"
+        "from alembic.autogenerate import compare_metadata\n"
+        "from sqlalchemy import MetaData, create_engine\n"
+        f"engine = create_engine({database_url.replace('postgresql://', 'postgresql+psycopg://', 1)!r})\n"
+        "with engine.connect() as conn:\n"
+        "    compare_metadata(MigrationContext.configure(conn), MetaData())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
