@@ -13,7 +13,20 @@ from sqlalchemy.engine import Engine, make_url
 
 from expandcontract.db import control
 from expandcontract.errors import BadInput
-from expandcontract.guard import WHOLE_TABLE, Decision, Instance, decide, parse_ttl, state
+from expandcontract.guard import (
+    WHOLE_TABLE,
+    Break,
+    Decision,
+    GuardInput,
+    Instance,
+    MappedColumn,
+    SqlType,
+    decide,
+    guard_input,
+    parse_ttl,
+    state,
+    type_names,
+)
 from expandcontract.live.guard_check import check_contract, record_override
 from expandcontract.urls import normalize
 
@@ -31,6 +44,7 @@ def inst(
     uses: dict[str, list[str]] | None = None,
     deregistered: float | None = None,
     role: str = "server",
+    columns: dict[str, dict[str, MappedColumn]] | None = None,
 ) -> Instance:
     return Instance(
         id=str(uuid.uuid4()),
@@ -43,6 +57,7 @@ def inst(
         uses={"public.users": ["id", "name"]} if uses is None else uses,
         seconds_since_deregistered=deregistered,
         role=role,
+        columns=columns,
     )
 
 
@@ -240,6 +255,264 @@ def test_guard_module_is_pure() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- what a contract breaks beyond removals: retyped columns, columns made NOT NULL ----------
+
+RETYPE = Break("public.items", "qty", "retype", old_type="integer", new_type="bigint")
+NOT_NULL = Break("public.items", "note", "not-null")
+INT_LIKE = frozenset({"oid", "regclass"})  # what the server says integer converts to for free
+#: What the server resolves names to (tests/test_guard_breaks.py checks these against a real one).
+TYPES: dict[str, SqlType | None] = {
+    "integer": SqlType("integer", INT_LIKE),
+    "INTEGER": SqlType("integer", INT_LIKE),
+    "int4": SqlType("integer", INT_LIKE),
+    "bigint": SqlType("bigint"),
+    "BIGINT": SqlType("bigint"),
+    "int8": SqlType("bigint"),
+    "text": SqlType("text", frozenset({"character varying"})),
+    "TEXT": SqlType("text", frozenset({"character varying"})),
+    "VARCHAR": SqlType("character varying", frozenset({"text"})),
+    "VARCHAR(200)": SqlType("character varying", frozenset({"text"})),
+    "character varying(100)": SqlType("character varying", frozenset({"text"})),
+    "character varying(200)": SqlType("character varying", frozenset({"text"})),
+    "NUMERIC(10, 2)": SqlType("numeric"),
+    "MOOD": None,  # not a type this database knows
+}
+
+
+def typed(
+    version: str,
+    columns: dict[str, MappedColumn] | None,
+    *,
+    uses: list[str] | None = None,
+    host: str = "web-1",
+    pid: int = 4242,
+    age: float = 1.0,
+) -> Instance:
+    """An instance of web mapping public.items (``columns``, or ``uses``) with those types."""
+    mapped = ["id", *(columns or {})] if uses is None else uses
+    return inst(
+        "web",
+        version,
+        host=host,
+        pid=pid,
+        age=age,
+        uses={"public.items": sorted(mapped)},
+        columns=None if columns is None else {"public.items": columns},
+    )
+
+
+def col(type_: str | None, nullable: bool | None = True) -> MappedColumn:
+    return MappedColumn(type_, nullable)
+
+
+def test_a_live_instance_mapping_the_old_type_holds_a_retype() -> None:
+    old = typed("1.0", {"qty": col("INTEGER", False)}, age=4.2)
+    d = decide({}, [old], breaks=[RETYPE], types=TYPES)
+    assert not d.allowed and not d.unknown and not d.cannot_tell
+    assert d.reasons == [
+        "1 instance of web 1.0 maps public.items.qty as integer; the contract makes it bigint; "
+        "last seen 4.2 s ago (host web-1 pid 4242)"
+    ]
+    (blocker,) = d.blocking
+    assert blocker.maps == () and [f.verdict for f in blocker.breaks] == ["old-type"]
+
+
+def test_the_new_type_passes() -> None:
+    new = typed("2.0", {"qty": col("BIGINT", False)})
+    d = decide({}, [new], breaks=[RETYPE], types=TYPES)
+    assert d.allowed and d.reasons == [] and d.blocking == [] and not d.no_reporters
+
+
+@pytest.mark.parametrize(
+    ("mapped", "old_type", "new_type", "verdict"),
+    [
+        ("int4", "integer", "bigint", "old"),  # Integer <-> int4: one type to the server
+        ("INTEGER", "int4", "int8", "old"),
+        ("BIGINT", "int4", "int8", "pass"),
+        ("VARCHAR", "text", "bigint", "old"),  # String() <-> text: converted both ways for free
+        ("TEXT", "character varying(100)", "bigint", "old"),
+        ("VARCHAR", "bigint", "text", "pass"),  # new code mapping String() on the new text column
+        ("VARCHAR(200)", "text", "character varying(100)", "pass"),  # exact new wins over "like old"
+        ("TEXT", "text", "character varying(100)", "old"),
+        ("NUMERIC(10, 2)", "integer", "bigint", "cannot tell"),  # a third type
+        ("MOOD", "integer", "bigint", "cannot tell"),  # not a type the database knows
+    ],
+)
+def test_types_compare_as_the_server_resolves_them(
+    mapped: str, old_type: str, new_type: str, verdict: str
+) -> None:
+    brk = Break("public.items", "qty", "retype", old_type=old_type, new_type=new_type)
+    d = decide({}, [typed("1.0", {"qty": col(mapped)})], breaks=[brk], types=TYPES)
+    assert d.allowed is (verdict == "pass"), d.reasons
+    if verdict == "old":
+        shown = TYPES[mapped].name  # type: ignore[union-attr]
+        assert f"maps public.items.qty as {shown}; the contract makes it " in d.reasons[0]
+        assert not d.cannot_tell
+    if verdict == "cannot tell":
+        assert (
+            ": cannot tell whether it reads public.items.qty safely once the contract makes it "
+            in (d.reasons[0])
+        )
+        assert d.cannot_tell and not d.unknown  # an instance's mapping, not the registry, is unknown
+
+
+@pytest.mark.parametrize(
+    ("instance", "why"),
+    [
+        (typed("0.9", None, uses=["id", "qty"]), "its reporter registers no column types"),
+        (typed("1.0", {}, uses=["id", "qty"]), "listed in uses=, which carries no types"),
+        (typed("1.0", {"qty": col(None)}), "SQLAlchemy could not compile its type for PostgreSQL"),
+        (typed("1.0", {"qty": col("MOOD")}), "'MOOD' is not a type this database knows"),
+    ],
+    ids=["old reporter", "uses only", "uncompilable", "unknown to the server"],
+)
+def test_an_unknown_type_cannot_tell_and_holds(instance: Instance, why: str) -> None:
+    d = decide({}, [instance], breaks=[RETYPE], types=TYPES, allow_no_reporters=True)
+    assert not d.allowed and d.cannot_tell
+    assert d.reasons == [
+        f"1 instance of web {instance.version} maps public.items.qty but its type is unknown ({why}): "
+        "cannot tell whether it reads public.items.qty safely once the contract makes it bigint "
+        "(from integer); last seen 1.0 s ago (host web-1 pid 4242)"
+    ]
+    assert d.to_json()["blocking"][0]["breaks"][0]["verdict"] == "cannot-tell"
+
+
+def test_a_third_type_says_what_it_maps() -> None:
+    d = decide({}, [typed("1.5", {"qty": col("NUMERIC(10, 2)")})], breaks=[RETYPE], types=TYPES)
+    assert d.reasons == [
+        "1 instance of web 1.5 maps public.items.qty as numeric: cannot tell whether it reads "
+        "public.items.qty safely once the contract makes it bigint (from integer); last seen 1.0 s ago "
+        "(host web-1 pid 4242)"
+    ]
+
+
+def test_a_column_made_not_null_holds_while_mapped_as_nullable() -> None:
+    old = typed("1.0", {"note": col("TEXT", True)})
+    new = typed("2.0", {"note": col("TEXT", False)}, host="web-2", pid=7)
+    d = decide({}, [old, new], breaks=[NOT_NULL], types=TYPES)
+    assert not d.allowed and not d.cannot_tell
+    assert d.reasons == [
+        "1 instance of web 1.0 maps public.items.note as nullable; the contract makes it NOT NULL; "
+        "last seen 1.0 s ago (host web-1 pid 4242)"
+    ]
+    assert decide({}, [new], breaks=[NOT_NULL], types=TYPES).allowed
+    # Nullability needs no server: it is the same without types.
+    assert not decide({}, [old], breaks=[NOT_NULL]).allowed
+
+
+def test_unknown_nullability_cannot_tell() -> None:
+    d = decide({}, [typed("0.9", None, uses=["id", "note"])], breaks=[NOT_NULL], types=TYPES)
+    assert not d.allowed and d.cannot_tell
+    assert d.reasons[0].startswith(
+        "1 instance of web 0.9 maps public.items.note but its nullability is unknown (its reporter "
+        "registers no nullability): cannot tell whether it writes NULL, which fails once the contract "
+        "makes it NOT NULL; last seen"
+    )
+
+
+def test_instances_that_do_not_map_the_column_are_not_hurt() -> None:
+    elsewhere = typed("1.0", {"id": col("INTEGER", False)})  # maps public.items, not qty or note
+    d = decide({}, [elsewhere], breaks=[RETYPE, NOT_NULL], types=TYPES)
+    assert d.allowed and d.blocking == []
+    old_reporter = typed("0.9", None, uses=["id"])
+    assert decide({}, [old_reporter], breaks=[RETYPE, NOT_NULL], types=TYPES).allowed
+
+
+def test_a_typmod_change_is_no_retype_for_the_guard() -> None:
+    """regtype has no typmods: varchar(100) -> varchar(200) reads the same to every mapping."""
+    widen = Break("public.items", "code", "retype", "character varying(100)", "character varying(200)")
+    anything = typed("1.0", {"code": col("NUMERIC(10, 2)")})
+    d = decide({}, [anything], breaks=[widen], types=TYPES)
+    assert d.allowed and not d.no_reporters  # it breaks nothing, so it needs no evidence either
+
+
+def test_breaks_need_evidence_like_removals() -> None:
+    d = decide({}, [], breaks=[NOT_NULL], types=TYPES)
+    assert not d.allowed and d.no_reporters
+    assert decide({}, [], breaks=[NOT_NULL], types=TYPES, allow_no_reporters=True).allowed
+
+
+def test_one_reason_per_thing_grouped_per_version() -> None:
+    both = {"name": col("TEXT"), "qty": col("INTEGER"), "note": col("TEXT", True)}
+    a = typed("1.0", both, age=2.0)
+    b = typed("1.0", both, host="web-2", pid=4343, age=5.0)
+    d = decide({"public.items": ["name"]}, [a, b], breaks=[RETYPE, NOT_NULL], types=TYPES)
+    who = "last seen 2.0 s ago (host web-1 pid 4242 seen 2.0 s ago, host web-2 pid 4343 seen 5.0 s ago)"
+    assert d.reasons == [
+        f"2 instances of web 1.0 still map public.items.name; {who}",
+        f"2 instances of web 1.0 map public.items.note as nullable; the contract makes it NOT NULL; {who}",
+        f"2 instances of web 1.0 map public.items.qty as integer; the contract makes it bigint; {who}",
+    ]
+
+
+def test_without_resolved_types_names_compare_as_written() -> None:
+    assert not decide({}, [typed("1.0", {"qty": col("INTEGER")})], breaks=[RETYPE]).allowed
+    assert decide({}, [typed("2.0", {"qty": col("BigInt")})], breaks=[RETYPE]).allowed
+    # Aliases need the server: without it, int8 is merely a third name.
+    assert decide({}, [typed("2.0", {"qty": col("int8")})], breaks=[RETYPE]).cannot_tell
+
+
+def test_an_unknown_kind_of_break_cannot_tell() -> None:
+    odd = Break("public.items", "qty", "re-encode")
+    d = decide({}, [typed("1.0", {"qty": col("INTEGER")})], breaks=[odd], types=TYPES)
+    assert not d.allowed and d.cannot_tell
+    assert (
+        "maps public.items.qty: cannot tell whether it is safe once the contract changes it " in d.reasons[0]
+    )
+
+
+def test_breaks_in_json() -> None:
+    d = decide({}, [typed("1.0", {"qty": col("INTEGER", False)})], breaks=[RETYPE], types=TYPES)
+    doc = json.loads(json.dumps(d.to_json()))
+    assert doc["cannot_tell"] is False
+    (finding,) = doc["blocking"][0]["breaks"]
+    assert finding == {
+        "table": "public.items",
+        "column": "public.items.qty",
+        "kind": "retype",
+        "old_type": "integer",
+        "new_type": "bigint",
+        "maps": "integer",
+        "verdict": "old-type",
+        "cannot_tell": False,
+        "reason": "maps public.items.qty as integer; the contract makes it bigint",
+    }
+    assert doc["blocking"][0]["types"] == {"public.items": {"qty": {"type": "INTEGER", "nullable": False}}}
+
+
+def test_guard_input_is_built_from_a_frozen_plan() -> None:
+    plan = {
+        "plan_id": "p",
+        "removes": {"public.items": ["qty_old"]},
+        "adds": {"public.items": ["qty_new"]},
+        "breaks": [RETYPE.to_json(), NOT_NULL.to_json()],
+    }
+    assert guard_input(plan, contract=True) == GuardInput({"public.items": ["qty_old"]}, (RETYPE, NOT_NULL))
+    # An expand's rollback drops what it added, and breaks nothing else.
+    assert guard_input(plan, contract=False) == GuardInput({"public.items": ["qty_new"]}, ())
+    # Plans frozen before breaks existed.
+    old = {"plan_id": "p", "removes": {"public.users": ["name"]}, "adds": {}}
+    assert guard_input(old, contract=True) == GuardInput({"public.users": ["name"]}, ())
+    assert guard_input(plan, contract=True).to_json()["breaks"][0] == {
+        "table": "public.items",
+        "column": "qty",
+        "kind": "retype",
+        "old_type": "integer",
+        "new_type": "bigint",
+    }
+    for bad in ([{"table": "public.items"}], [{"table": "t", "column": "c", "kind": "retype"}], "x"):
+        with pytest.raises(BadInput, match="malformed"):
+            guard_input({**plan, "breaks": bad}, contract=True)
+
+
+def test_type_names_lists_what_the_server_must_resolve() -> None:
+    instances = [
+        typed("1.0", {"qty": col("INTEGER"), "note": col("TEXT")}),
+        typed("0.9", None, uses=["qty"]),
+    ]
+    assert type_names(GuardInput({}, (RETYPE, NOT_NULL)), instances) == {"integer", "bigint", "INTEGER"}
 
 
 # -- check_contract(): real server --------------------------------------------------------

@@ -246,6 +246,45 @@ def test_check_app(database_url: str, db: psycopg.Connection, tmp_path: Path) ->
         assert code == 2 and message in err and out == "", (bad, err)
 
 
+def test_check_app_reports_a_mapped_type_the_database_lacks(
+    database_url: str, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    (tmp_path / "typed_models.py").write_text(
+        textwrap.dedent(
+            """
+            from sqlalchemy import BigInteger, Integer, String
+            from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+            class Base(DeclarativeBase):
+                pass
+
+            class Item(Base):
+                __tablename__ = "items"
+                id: Mapped[int] = mapped_column(Integer, primary_key=True)
+                qty: Mapped[int] = mapped_column(BigInteger)
+                label: Mapped[str] = mapped_column(String)
+            """
+        )
+    )
+    db.execute("CREATE TABLE items (id int PRIMARY KEY, qty integer, label text)")
+
+    def check(*args: str) -> tuple[int, dict[str, Any], str]:
+        result = run_ecm(
+            "check-app", "typed_models:Base", *args, "--database-url", database_url, "--json", cwd=tmp_path
+        )
+        return result.returncode, json.loads(result.stdout or "{}"), result.stderr
+
+    code, doc, err = check()
+    assert code == 3, err
+    assert doc["missing"] == ["type public.items.qty: bigint (database: integer)"]
+    assert "  - type public.items.qty: bigint (database: integer)" in err
+    code, doc, err = check("--no-check-types")
+    assert code == 0 and doc["ready"] is True, err
+    db.execute("ALTER TABLE items ALTER COLUMN qty TYPE bigint")
+    code, doc, err = check()
+    assert code == 0 and doc == {"target": "typed_models:Base", "ready": True, "missing": []}, err
+
+
 def test_check_app_on_an_async_applications_models(
     database_url: str, db: psycopg.Connection, tmp_path: Path
 ) -> None:

@@ -5,11 +5,25 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
 import structlog
-from sqlalchemy import Column, Integer, MetaData, Table, Text, create_engine
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Column,
+    DateTime,
+    Enum,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    create_engine,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -309,6 +323,87 @@ def test_schema_ready_honours_schemas_and_views(engine: Engine, db: psycopg.Conn
     Table("user_names", metadata, Column("id", Integer), Column("name", Text), schema="app")
     assert schema_ready(engine, metadata) == []
     assert schema_ready(engine, users_metadata("name")) == ["table public.users"]
+
+
+def items_metadata(**types: Any) -> MetaData:
+    metadata = MetaData()
+    Table(
+        "items", metadata, Column("id", Integer, primary_key=True), *[Column(c, t) for c, t in types.items()]
+    )
+    return metadata
+
+
+def test_schema_ready_reports_a_type_the_database_lacks(engine: Engine, db: psycopg.Connection) -> None:
+    db.execute("CREATE DOMAIN positive AS integer CHECK (VALUE > 0)")
+    db.execute(
+        "CREATE TABLE items (id int PRIMARY KEY, qty integer, note text, code varchar(50), tags text[], "
+        "stamp timestamp(3), n positive)"
+    )
+    # As the server sees them: String() reads text, Text reads varchar(50), VARCHAR[] reads text[],
+    # no typmods (timestamp(3)), a domain's base type.
+    alike = {"note": String(), "code": Text(), "tags": ARRAY(String()), "stamp": DateTime(), "n": Integer()}
+    assert schema_ready(engine, items_metadata(qty=Integer(), **alike)) == []
+    newer = items_metadata(qty=BigInteger(), **alike)
+    assert schema_ready(engine, newer) == ["type public.items.qty: bigint (database: integer)"]
+    assert schema_ready(engine, newer, check_types=False) == []
+    assert schema_ready(engine, items_metadata(note=Enum("a", "b", name="mood"))) == [
+        "type public.items.note: mood (database: text; the database has no such type)"
+    ]
+    # A missing column is reported as missing, not as a type.
+    assert schema_ready(engine, items_metadata(price=Numeric(10, 2))) == ["column public.items.price"]
+
+
+def test_schema_ready_accepts_the_new_type_of_a_plan_in_flight(
+    engine: Engine, db: psycopg.Connection, database_url: str
+) -> None:
+    """New code maps the new type before the contract swaps it: the probe must not hold that rollout."""
+    import json
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    from expandcontract.db import control
+
+    db.execute("CREATE TABLE items (id int PRIMARY KEY, qty integer)")
+    newer = items_metadata(qty=BigInteger())
+    with engine.connect() as conn:
+        control.ensure(conn)
+    retype = {
+        "table": "public.items",
+        "column": "qty",
+        "kind": "retype",
+        "old_type": "integer",
+        "new_type": "int8",
+    }
+    db.execute(
+        "INSERT INTO ecm.plans (plan_id, operation, table_schema, table_name, spec, phase) "
+        "VALUES ('retype_items_qty', 'change-type', 'public', 'items', %s::jsonb, 'expanded')",
+        (json.dumps({"removes": {}, "adds": {}, "breaks": [retype]}),),
+    )
+    assert schema_ready(engine, newer) == []
+    assert schema_ready(engine, items_metadata(qty=Numeric())) == [
+        "type public.items.qty: numeric (database: integer)"  # the plan makes it bigint, not numeric
+    ]
+    # An application role without SELECT on the plans cannot see the excuse, and is told so.
+    role = f"ecm_app_{uuid.uuid4().hex[:8]}"
+    db.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        db.execute(f'GRANT USAGE ON SCHEMA ecm TO "{role}"')
+        url = make_url(normalize(database_url)).set(username=role).render_as_string(hide_password=False)
+        assert schema_ready(url, newer) == [
+            "type public.items.qty: bigint (database: integer; ecm.plans is not readable, so a plan in "
+            "flight cannot excuse it)"
+        ]
+        db.execute(f'GRANT SELECT ON ecm.plans TO "{role}"')
+        assert schema_ready(url, newer) == []
+    finally:
+        db.execute(f'DROP OWNED BY "{role}"')
+        db.execute(f'DROP ROLE "{role}"')
+    for done in ("contracted", "aborted"):
+        db.execute("UPDATE ecm.plans SET phase = %s", (done,))
+        assert schema_ready(engine, newer) == ["type public.items.qty: bigint (database: integer)"], done
+    db.execute("ALTER TABLE items ALTER COLUMN qty TYPE bigint")  # what the contract does
+    assert schema_ready(engine, newer) == []
 
 
 def test_a_least_privilege_application_role_can_report(
