@@ -86,6 +86,7 @@ RENAME = Case(
     ),
 )
 
+
 def _collect() -> dict[str, Case]:
     """rename-column's case here, every other operation's in its own ``case_<operation>.py``
     (``CASE = Case(...)``): adding an operation adds a file, never an edit here."""
