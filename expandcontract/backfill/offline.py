@@ -53,15 +53,25 @@ def procedure_sql(spec: BackfillSpec, *, schema: str) -> str:
     """
     proc = qualified(schema, procedure_name(spec.plan_id))
     body = _ctid_body(spec, schema) if spec.key_kind == "ctid" else _key_body(spec, schema)
+    tag = _dollar_tag(body)
     return (
         "SET lock_timeout = '1s';\n"
         "SET statement_timeout = '60s';\n"
-        f"CREATE OR REPLACE PROCEDURE {proc}()\nLANGUAGE plpgsql\nAS $ecm$\n{body}\n$ecm$;\n"
+        f"CREATE OR REPLACE PROCEDURE {proc}()\nLANGUAGE plpgsql\nAS {tag}\n{body}\n{tag};\n"
         "SET statement_timeout = 0;\n"
         f"CALL {proc}();\n"
         "RESET statement_timeout;\n"
         "RESET lock_timeout;\n"
     )
+
+
+def _dollar_tag(body: str) -> str:
+    """A dollar-quote tag the body does not contain (a fill or a name may hold ``$ecm$``)."""
+    tag, n = "$ecm$", 0
+    while tag in body:
+        n += 1
+        tag = f"$ecm{n}$"
+    return tag
 
 
 def _common_decls() -> str:
@@ -186,7 +196,8 @@ def _key_body(spec: BackfillSpec, schema: str) -> str:
             )
 
     def chain(branches: list[str], indent: str) -> str:
-        out = [b.format(kw="IF" if i == 0 else "ELSIF") for i, b in enumerate(branches)]
+        # replace, not str.format: the branch holds the spec's SQL, and a fill may hold braces
+        out = [b.replace("{kw}", "IF" if i == 0 else "ELSIF", 1) for i, b in enumerate(branches)]
         return "\n".join(out) + f"\n{indent}END IF;"
 
     set_lo = "\n".join(f"                v_lo_{i} := v_chunk.last_key ->> {i};" for i in range(n))

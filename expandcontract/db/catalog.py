@@ -234,6 +234,7 @@ def _index_rows(conn: Connection, oid: int, attnum: int) -> Sequence[Row]:
         """
         SELECT ic.relname::text AS name, pg_get_indexdef(i.indexrelid) AS definition,
                i.indisunique AS is_unique, i.indisprimary AS is_primary, i.indisvalid AS is_valid,
+               i.indisreplident AS is_replident,
                i.indnkeyatts::int AS nkeys, i.indkey::text AS indkey,
                i.indexprs::text AS exprs, i.indpred::text AS pred,
                con.conname::text AS constraint_name,
@@ -378,6 +379,25 @@ def _dependent_views(conn: Connection, oid: int, attnum: int) -> tuple[str, ...]
     return tuple(qualified(r["schema"], r["name"]) for r in rows)
 
 
+def _generated_on(conn: Connection, oid: int, attnum: int) -> list[str]:
+    """Generated columns of the table whose expression reads the column."""
+    rows = _rows(
+        conn,
+        """
+        SELECT a.attname::text AS name
+        FROM pg_depend d
+        JOIN pg_attribute a ON a.attrelid = d.objid AND a.attnum = d.objsubid
+        WHERE d.classid = 'pg_class'::regclass AND d.objid = CAST(:oid AS oid)
+          AND d.refclassid = 'pg_class'::regclass AND d.refobjid = CAST(:oid AS oid)
+          AND d.refobjsubid = CAST(:attnum AS int4) AND d.objsubid <> CAST(:attnum AS int4)
+          AND a.attgenerated <> ''
+        ORDER BY 1
+        """,
+        {"oid": oid, "attnum": attnum},
+    )
+    return [str(r["name"]) for r in rows]
+
+
 def _policies(conn: Connection, oid: int, attnum: int) -> tuple[str, ...]:
     """Policies whose USING or WITH CHECK reads the column.
 
@@ -398,6 +418,109 @@ def _policies(conn: Connection, oid: int, attnum: int) -> tuple[str, ...]:
         {"oid": oid, "attnum": attnum},
     )
     return tuple(r["name"] for r in rows)
+
+
+def _domain(conn: Connection, oid: int, attnum: int) -> dict[str, Any]:
+    """What a domain type does to an insert that leaves the column out, and to ADD COLUMN.
+
+    Domains may be built on domains: the nearest NOT NULL one is named, a default is the
+    nearest one (CREATE DOMAIN copies its base domain's), and any constraint in the chain
+    makes PostgreSQL check every row when a column of the type is added (a rewrite).
+    """
+    rows = _rows(
+        conn,
+        """
+        WITH RECURSIVE chain AS (
+            SELECT t.oid, t.typbasetype, 1 AS depth
+            FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+            WHERE a.attrelid = CAST(:oid AS oid) AND a.attnum = CAST(:attnum AS int2) AND t.typtype = 'd'
+            UNION ALL
+            SELECT t.oid, t.typbasetype, c.depth + 1
+            FROM chain c JOIN pg_type t ON t.oid = c.typbasetype
+            WHERE t.typtype = 'd'
+        )
+        SELECT n.nspname::text AS schema, t.typname::text AS name, t.typnotnull AS not_null,
+               t.typdefault AS default_sql,
+               EXISTS (SELECT 1 FROM pg_constraint con WHERE con.contypid = t.oid) AS has_constraints
+        FROM chain c JOIN pg_type t ON t.oid = c.oid JOIN pg_namespace n ON n.oid = t.typnamespace
+        ORDER BY c.depth
+        """,
+        {"oid": oid, "attnum": attnum},
+    )
+    not_null = next((r for r in rows if r["not_null"]), None)
+    return {
+        "not_null_domain": qualified(not_null["schema"], not_null["name"]) if not_null else None,
+        "domain_constrained": any(r["not_null"] or r["has_constraints"] for r in rows),
+        "domain_default": next((r["default_sql"] for r in rows if r["default_sql"] is not None), None),
+    }
+
+
+def _reads_column(source: str, column: str) -> bool:
+    """Whether a trigger function's source reads ``NEW.column`` or ``OLD.column``.
+
+    Function bodies are not tracked in pg_depend: once the column is gone such a
+    function fails on every write, so a plain reading of the source is better than none.
+    """
+    spellings = [re.escape('"' + column.replace('"', '""') + '"')]  # quoted: exactly as written
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", column):  # unquoted names fold to lower case
+        spellings.append("(?i:" + re.escape(column) + r")(?![\w$])")
+    pattern = r"(?<![\w$])(?i:new|old)\s*\.\s*(?:" + "|".join(spellings) + ")"
+    return re.search(pattern, source) is not None
+
+
+def _dependents(conn: Connection, oid: int, attnum: int, column: str) -> tuple[tuple[str, str], ...]:
+    """What DROP COLUMN would refuse to drop (normal dependencies on the column that no
+    automatic one on the same column overrides), and trigger functions that read it.
+
+    Views, policies and foreign keys are left to their own facts.
+    """
+    rows = _rows(
+        conn,
+        """
+        SELECT DISTINCT
+               CASE WHEN r.oid IS NOT NULL THEN 'rule'
+                    WHEN tg.oid IS NOT NULL THEN 'trigger'
+                    WHEN ga.attgenerated <> '' THEN 'generated column'
+                    WHEN pub.oid IS NOT NULL THEN 'publication'
+                    ELSE 'object' END AS kind,
+               COALESCE(r.rulename::text, tg.tgname::text,
+                        CASE WHEN ga.attgenerated <> '' THEN ga.attname::text END, pub.pubname::text,
+                        pg_describe_object(d.classid, d.objid, d.objsubid)) AS name
+        FROM pg_depend d
+        LEFT JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
+        LEFT JOIN pg_trigger tg ON d.classid = 'pg_trigger'::regclass AND tg.oid = d.objid
+        LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
+        LEFT JOIN pg_attribute ga ON ga.attrelid = ad.adrelid AND ga.attnum = ad.adnum
+        LEFT JOIN pg_publication_rel pr ON d.classid = 'pg_publication_rel'::regclass AND pr.oid = d.objid
+        LEFT JOIN pg_publication pub ON pub.oid = pr.prpubid
+        WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = CAST(:oid AS oid)
+          AND d.refobjsubid = CAST(:attnum AS int4) AND d.deptype = 'n'
+          AND d.classid NOT IN ('pg_constraint'::regclass, 'pg_policy'::regclass)
+          AND (r.oid IS NULL OR r.ev_class = CAST(:oid AS oid))
+          AND NOT EXISTS (
+              SELECT 1 FROM pg_depend a
+              WHERE a.classid = d.classid AND a.objid = d.objid AND a.refclassid = d.refclassid
+                AND a.refobjid = d.refobjid AND a.refobjsubid = d.refobjsubid AND a.deptype IN ('a', 'i')
+          )
+        ORDER BY 1, 2
+        """,
+        {"oid": oid, "attnum": attnum},
+    )
+    found = [(str(r["kind"]), str(r["name"])) for r in rows]
+    functions = _rows(
+        conn,
+        """
+        SELECT tg.tgname::text AS trigger, p.oid::regprocedure::text AS function, p.prosrc AS source
+        FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
+        WHERE tg.tgrelid = CAST(:oid AS oid) AND NOT tg.tgisinternal
+        ORDER BY 1
+        """,
+        {"oid": oid},
+    )
+    for f in functions:
+        if f["source"] and _reads_column(f["source"], column):
+            found.append(("trigger function", f"{f['function']} of trigger {f['trigger']}"))
+    return tuple(found)
 
 
 def _triggers(conn: Connection, oid: int) -> tuple[str, ...]:
@@ -497,12 +620,14 @@ def read_table_facts(conn: Connection, schema: str | None, table: str, column: s
         owned_sequence=_owned_sequence(conn, oid, attnum),
         grants=_grants(conn, oid, attnum, int(relation["owner"])),
         type_is_builtin=bool(target["type_is_builtin"]),
+        **_domain(conn, oid, attnum),
     )
 
     not_null = {int(c["attnum"]) for c in columns if c["not_null"]}
     primary_key: tuple[str, ...] = ()
     unique_keys: list[tuple[str, ...]] = []
     indexes: list[IndexFact] = []
+    replica_identity: str | None = None
     for ix in _index_rows(conn, oid, attnum):
         attnums = [int(n) for n in ix["indkey"].split()]
         keys = attnums[: ix["nkeys"]]
@@ -535,6 +660,8 @@ def read_table_facts(conn: Connection, schema: str | None, table: str, column: s
                     columns=plain,
                 )
             )
+            if ix["is_replident"]:
+                replica_identity = str(ix["name"])
 
     fks = _fk_rows(conn, oid, attnum)
     return TableFacts(
@@ -553,9 +680,11 @@ def read_table_facts(conn: Connection, schema: str | None, table: str, column: s
         checks=_checks(conn, oid, attnum),
         dependent_views=_dependent_views(conn, oid, attnum),
         policies=_policies(conn, oid, attnum),
+        dependents=_dependents(conn, oid, attnum, column),
+        replica_identity_index=replica_identity,
         other_triggers=_triggers(conn, oid),
         server_version_num=int(_scalar(conn, "SELECT current_setting('server_version_num')::int")),
-        extra={"source": "catalog"},
+        extra={"source": "catalog", "generated_on": _generated_on(conn, oid, attnum)},
     )
 
 

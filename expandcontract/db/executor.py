@@ -9,7 +9,7 @@ across a sleep, because each attempt is its own transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import OperationalError
 from ..log import get_logger
@@ -52,26 +52,32 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(orig).__name__
 
 
+def _run(conn: Connection, sql: str) -> Any:
+    """Step SQL goes to the server as written: with no parameters, so the driver never reads a
+    ``%`` in it (a default, a fill, a hostile name) as a placeholder."""
+    return conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+
+
 def _set(conn: Connection, name: str, value: str) -> None:
-    conn.exec_driver_sql(f"SELECT set_config({literal(name)}, {literal(value)}, false)")
+    _run(conn, f"SELECT set_config({literal(name)}, {literal(value)}, false)")
 
 
 def reset(conn: Connection) -> None:
     """Leave the session as we found it: later migrations in the same run must not inherit our timeouts."""
-    conn.exec_driver_sql("RESET lock_timeout")
-    conn.exec_driver_sql("RESET statement_timeout")
+    _run(conn, "RESET lock_timeout")
+    _run(conn, "RESET statement_timeout")
 
 
-def _already_done(conn: Connection, step: Step) -> bool:
+def already_done(conn: Connection, step: Step) -> bool:
     if not step.skip_if:
         return False
-    return bool(conn.exec_driver_sql(step.skip_if).scalar())
+    return bool(_run(conn, step.skip_if).scalar())
 
 
 def _index_state(conn: Connection, index: str) -> bool | None:
     """True valid, False INVALID (a leftover of a failed CONCURRENTLY build), None absent."""
-    row = conn.exec_driver_sql(
-        f"SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass({literal(index)})"
+    row = _run(
+        conn, f"SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass({literal(index)})"
     ).first()
     return None if row is None else bool(row[0])
 
@@ -107,7 +113,7 @@ def execute(conn: Connection, step: Step, timeouts: Timeouts | None = None) -> s
         else:
             _set(conn, "lock_timeout", timeouts.lock_timeout)
             _set(conn, "statement_timeout", timeouts.statement_timeout)
-        if _already_done(conn, step):
+        if already_done(conn, step):
             return "skipped"
         if step.index:
             state = _index_state(conn, step.index)
@@ -115,12 +121,12 @@ def execute(conn: Connection, step: Step, timeouts: Timeouts | None = None) -> s
                 return "skipped"
             if state is False:
                 log.warning("invalid_index_dropped", index=step.index, step=step.name)
-                conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {step.index}")
+                _run(conn, f"DROP INDEX CONCURRENTLY IF EXISTS {step.index}")
         try:
-            conn.exec_driver_sql(step.sql)
+            _run(conn, step.sql)
         except sa_exc.DBAPIError:
             if step.index and _index_state(conn, step.index) is False:
-                conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {step.index}")
+                _run(conn, f"DROP INDEX CONCURRENTLY IF EXISTS {step.index}")
             raise
         return "ran"
 

@@ -244,6 +244,13 @@ class LiveReporter:
         self._handler_installed = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
+        from .prepared import PreparedStatements
+
+        #: Prepared statements of the application's engine, paused while a column swaps type.
+        self.prepared = PreparedStatements()
+        self._acked: set[str] = set()
+        if not isinstance(bind, URL | str):
+            self.prepared.watch(bind)
 
     # -- public -----------------------------------------------------------------------
 
@@ -260,6 +267,12 @@ class LiveReporter:
     def role(self) -> Role:
         """The role given, else this process's (:func:`process_role`), fixed once started."""
         return self._role if self._role is not None else process_role()
+
+    def watch(self, engine: Engine | AsyncEngine) -> LiveReporter:
+        """Also pause this engine's prepared statements while a column swaps type (the ``bind``
+        engine is watched already); for applications with more than one engine."""
+        self.prepared.watch(engine)
+        return self
 
     def start(self) -> LiveReporter:
         """Register now (a failure is logged and retried on the thread) and start heartbeats.
@@ -535,6 +548,7 @@ class LiveReporter:
                     role=self.role,
                     types=self.column_types,
                 )
+            self._swaps(conn)
             if not self._control_ensured:
                 self._prune(conn)
         self._control_ensured = True
@@ -551,6 +565,44 @@ class LiveReporter:
             tables=len(self.usage or {}),
         )
 
+    def _swaps(self, conn: Connection) -> None:
+        """Pause prepared statements while a swap on a table we map is announced, confirm it, and
+        resume once it is finished. A failure here is logged: unconfirmed, the swap waits (and
+        is refused past its deadline) rather than breaking this process's statements."""
+        from . import swaps
+
+        try:
+            with conn.begin():
+                self._timeouts(conn)
+                if not swaps.available(conn):
+                    return
+                mine = [(sid, t) for sid, t in swaps.pending(conn) if t in (self.usage or {})]
+                if mine and not self.prepared.paused:
+                    n = self.prepared.pause()
+                    log.info(
+                        "prepared_paused",
+                        app=self.app,
+                        instance=self.id,
+                        connections=n,
+                        swaps=[sid for sid, _ in mine],
+                    )
+                why = self.prepared.unprotected(has_url_only=isinstance(self._bind, str) or self._is_url())
+                for sid, _table in mine:
+                    if sid not in self._acked:
+                        swaps.ack(conn, sid, self.id, protected=why is None, detail=why)
+                        self._acked.add(sid)
+            if not mine and self.prepared.paused:
+                self.prepared.resume()
+                self._acked.clear()
+                log.info("prepared_resumed", app=self.app, instance=self.id)
+        except Exception as exc:
+            log.warning("live_swap_check_failed", app=self.app, instance=self.id, error=_first_line(exc))
+
+    def _is_url(self) -> bool:
+        from sqlalchemy.engine import URL
+
+        return isinstance(self._bind, URL)
+
     def _prune(self, conn: Connection) -> None:
         """Housekeeping only: an application role without DELETE must still be able to report."""
         from . import registry
@@ -565,9 +617,12 @@ class LiveReporter:
     def _beat(self) -> None:
         from . import registry
 
-        with self._get_engine().connect() as conn, conn.begin():
-            self._timeouts(conn)
-            alive = registry.heartbeat(conn, self.id)
+        with self._get_engine().connect() as conn:
+            with conn.begin():
+                self._timeouts(conn)
+                alive = registry.heartbeat(conn, self.id)
+            if alive:
+                self._swaps(conn)
         if not alive:
             # Pruned or wiped by hand: come back rather than silently stop counting.
             log.warning("live_reregister", app=self.app, instance=self.id)

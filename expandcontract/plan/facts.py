@@ -76,6 +76,12 @@ class ColumnFacts:
     owned_sequence: str | None = None  # schema-qualified, quoted, when a sequence is OWNED BY the column
     grants: tuple[GrantFact, ...] = ()
     type_is_builtin: bool = True
+    # When the type is a domain: the domain that makes it NOT NULL (qualified, quoted), whether
+    # any domain of the chain has constraints (ADD COLUMN of such a type rewrites the table),
+    # and the default the domain gives an insert that leaves the column out.
+    not_null_domain: str | None = None
+    domain_constrained: bool = False
+    domain_default: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,13 @@ class TableFacts:
     dependent_views: tuple[str, ...] = ()
     policies: tuple[str, ...] = ()
     other_triggers: tuple[str, ...] = ()
+    # What uses the column beyond views, policies and foreign keys (their own facts): objects
+    # DROP COLUMN refuses to drop without CASCADE, and trigger functions that would fail once
+    # it is gone. (kind, name), kind one of "rule", "trigger", "trigger function" (its source
+    # reads NEW.column/OLD.column), "generated column", "publication" (a column list),
+    # "object" (pg_describe_object's words).
+    dependents: tuple[tuple[str, str], ...] = ()
+    replica_identity_index: str | None = None  # the REPLICA IDENTITY index, when it has the column
     server_version_num: int = 150000
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -299,6 +299,16 @@ def _column_facts(table: Table, column: Column[Any], schema: str, default_schema
         regclass = q(sequence_name) if visible else owned_sequence
         default = f"nextval({literal(regclass)}::regclass)"
     collation = getattr(column.type, "collation", None)
+    domain: dict[str, Any] = {}
+    if isinstance(column.type, postgresql.DOMAIN):
+        kind = column.type
+        domain = {
+            "not_null_domain": qualified(kind.schema or default_schema, str(kind.name))
+            if kind.not_null
+            else None,
+            "domain_constrained": bool(kind.not_null or kind.check is not None),
+            "domain_default": _sql(kind.default) if kind.default is not None else None,
+        }
     return ColumnFacts(
         name=column.name,
         type_sql=pg_type_spelling(str(column.type.compile(dialect=_DIALECT))),
@@ -310,6 +320,7 @@ def _column_facts(table: Table, column: Column[Any], schema: str, default_schema
         comment=column.comment,
         owned_sequence=owned_sequence,
         type_is_builtin=_type_is_builtin(column.type),
+        **domain,
     )
 
 

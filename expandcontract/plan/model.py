@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-StepKind = Literal["ddl", "concurrent", "backfill", "guard", "sql"]
+StepKind = Literal["ddl", "concurrent", "backfill", "guard", "sql", "swap"]
 PhaseName = Literal["expand", "backfill", "contract"]
 
 PHASES: tuple[PhaseName, ...] = ("expand", "backfill", "contract")
@@ -27,6 +27,9 @@ class Step:
       ``backfill`` the plan's backfill (engine live; a procedure offline).
       ``guard``    the contract guard (Python live; a DO block that raises offline).
       ``sql``      plain statement (no lock concerns), e.g. a comment.
+      ``swap``     short DDL that changes a column's type under its own name: run like ``ddl``, but
+                   announced first, and only once every live instance that maps the table confirmed
+                   it stopped using prepared statements (see :mod:`expandcontract.live.swaps`).
     skip_if: a query returning one boolean, true when the step is already done; used
       live for steps PostgreSQL has no IF [NOT] EXISTS for.
     """

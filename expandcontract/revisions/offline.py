@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..plan.model import Step
@@ -122,10 +123,64 @@ def render_phase(
             )
         elif step.kind == "backfill":
             chunks.append(_backfill_sql(plan, reverse=direction == "downgrade"))
+        elif step.kind == "swap":
+            chunks.append(swap_sql(plan, label, step))
         else:
             chunks.append(render_step(step))
     chunks.append(reset_timeouts())
     return "\n\n".join(chunks)
+
+
+def swap_sql(plan: dict[str, Any], label: str, step: Step) -> str:
+    """The live runner's swap as psql statements: announce, wait for every live instance that maps
+    the table to confirm it stopped preparing (the DO block raises past the deadline, naming
+    them), the step, then finished. See :mod:`expandcontract.live.swaps`."""
+    from ..guard import TTL_INTERVALS
+    from ..live.swaps import GRACE_SECONDS
+
+    s = q(control_schema())
+    swap_id = literal(f"{plan['plan_id']}/{label}")
+    table = literal(f"{plan['schema']}.{plan['table']}")
+    wait = f"""DO $ecm_wait$
+DECLARE
+    started timestamptz := clock_timestamp();
+    left_ text;
+    limit_s float8;
+BEGIN
+    LOOP
+        SELECT string_agg(format('%s %s on %s (pid %s)%s', i.app, i.version, i.host, i.pid,
+                                 coalesce(': ' || a.detail, '')), '; '),
+               max(2 * i.interval_s) + {GRACE_SECONDS!r}
+          INTO left_, limit_s
+          FROM {s}.instances i
+          LEFT JOIN {s}.swap_acks a ON a.swap_id = {swap_id} AND a.instance_id = i.id
+         WHERE i.deregistered_at IS NULL
+           AND i.last_heartbeat >= clock_timestamp() - make_interval(secs => {TTL_INTERVALS!r} * i.interval_s)
+           AND i.uses ? {table}
+           AND (a.instance_id IS NULL OR NOT a.protected);
+        EXIT WHEN left_ IS NULL;
+        IF extract(epoch FROM clock_timestamp() - started) > limit_s THEN
+            RAISE EXCEPTION 'ecm: swap of % refused: not every live instance confirmed it stopped preparing statements: %',
+                {table}, left_;
+        END IF;
+        PERFORM pg_sleep(0.2);
+    END LOOP;
+END
+$ecm_wait$"""
+    body = render_step(replace(step, kind="ddl"))
+    return "\n\n".join(
+        [
+            comment(f"step: announce the swap of {plan['schema']}.{plan['table']} to live instances"),
+            f"INSERT INTO {s}.swaps (swap_id, table_name) VALUES ({swap_id}, {table})\n"
+            "ON CONFLICT (swap_id) DO UPDATE SET announced_at = now(), finished_at = NULL;",
+            f"DELETE FROM {s}.swap_acks WHERE swap_id = {swap_id};",
+            comment("wait until each one confirmed it stopped preparing statements (their next heartbeat)")
+            + "\n"
+            + terminated(wait),
+            body,
+            f"UPDATE {s}.swaps SET finished_at = now() WHERE swap_id = {swap_id};",
+        ]
+    )
 
 
 def _is_contract(phase: str, direction: str) -> bool:
@@ -138,7 +193,11 @@ def _backfill_sql(plan: dict[str, Any], *, reverse: bool) -> str:
             "-- step: backfill deferred (ECM_BACKFILL=defer): run it later with `ecm backfill`\n"
             + terminated(_pending_sql(plan["plan_id"]))
         )
-    return backfill_sql(plan["reverse_backfill" if reverse else "backfill"]) + "\n" + ddl_timeouts()
+    return (
+        backfill_sql(plan["reverse_backfill" if reverse and plan.get("reverse_backfill") else "backfill"])
+        + "\n"
+        + ddl_timeouts()
+    )
 
 
 def backfill_sql(spec_json: dict[str, Any]) -> str:

@@ -169,6 +169,8 @@ def run_live(
                         outcome, detail = _guard(conn, plan, phase, direction)
                     elif step.kind == "backfill":
                         outcome, detail = _backfill(conn, plan, reverse=direction == "downgrade")
+                    elif step.kind == "swap":
+                        outcome, detail = _swap(conn, plan, label, step, timeouts)
                     else:
                         outcome, detail = executor.execute(conn, step, timeouts), {}
                 except Refused as exc:
@@ -189,6 +191,31 @@ def run_live(
             state = "backfilled" if status.get("backfill_status") == "complete" else "expanded"
         ledger.set_phase(conn, plan_id, state)
         log.info("phase_done", plan_id=plan_id, phase=label, state=state)
+
+
+def _swap(
+    conn: Connection, plan: dict[str, Any], label: str, step: Step, timeouts: Any
+) -> tuple[str, dict[str, Any]]:
+    """A type change under the column's own name, once live code stopped using prepared statements."""
+    from ..db import executor
+    from ..live import swaps
+
+    if executor.already_done(conn, step):
+        return "skipped", {}
+    swap_id = f"{plan['plan_id']}/{label}"
+    table = f"{plan['schema']}.{plan['table']}"
+    force = os.environ.get("ECM_FORCE_CONTRACT", "") == plan["plan_id"]
+    # Announcements and confirmations must be visible to other sessions at once: a connection
+    # of our own, each statement committed.
+    with own_engine_for(conn) as engine, engine.connect() as sconn:
+        sconn.execution_options(isolation_level="AUTOCOMMIT")
+        swaps.announce(sconn, swap_id, table)
+        try:
+            detail = swaps.wait_for_acks(sconn, swap_id, table, force=force)
+            log.info("swap_confirmed", plan_id=plan["plan_id"], table=table, **detail)
+            return executor.execute(conn, step, timeouts), detail
+        finally:
+            swaps.finish(sconn, swap_id)
 
 
 def _record_plan(conn: Connection, plan: dict[str, Any]) -> None:
@@ -278,7 +305,9 @@ def _backfill(conn: Connection, plan: dict[str, Any], *, reverse: bool) -> tuple
             ledger.set_backfill_status(conn, plan_id, "pending")
         log.info("backfill_deferred", plan_id=plan_id, run=f"ecm backfill {plan_id}")
         return "deferred", {}
-    spec = BackfillSpec.from_json(plan["reverse_backfill" if reverse else "backfill"])
+    spec = BackfillSpec.from_json(
+        plan["reverse_backfill" if reverse and plan.get("reverse_backfill") else "backfill"]
+    )
     # The engine drives psycopg 3 itself, on connections of its own, whatever the project's driver.
     with own_engine_for(conn) as engine:
         result = run_backfill(engine, spec)

@@ -6,6 +6,7 @@ lines); the scenarios in harness.py and test_conformance.py are shared.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,19 @@ class Case:
     bad_input: tuple[tuple[tuple[str, ...], str], ...] = ()  # (plan args, fragment of the one-line error)
     held_by: str = "conformance 1"  # what the held contract's reasons name
     null_becomes: Any = None  # what a NULL written by old code reads as at the end (a fill value)
+    # What a rollback cannot give back after a contract that dropped data (drop-column): these
+    # columns' facts ({table: {column: (type, nullable, default, collation)}}) replace the
+    # original's in what abort from the contract must restore. Empty: exactly the original.
+    after_contract: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
+
+    def restored(self, original: dict[str, Any], *, contracted: bool) -> dict[str, Any]:
+        """The snapshot a rollback must give back, from the one taken before the plan."""
+        if not contracted or not self.after_contract:
+            return original
+        expected = copy.deepcopy(original)
+        for table, cols in self.after_contract.items():
+            expected[table]["columns"].update(cols)
+        return expected
 
 
 PARENT_CHILD = """

@@ -23,11 +23,26 @@ import psycopg
 
 from ..conftest import Result, knob
 from ..project import Project, columns, constraints, indexes, make_project, triggers
-from .cases import Case
+from .cases import Case, Side
 
 APP = Path(__file__).with_name("app.py")
 ROWS = knob("ECM_CONFORMANCE_ROWS", 2000)
 PHASE_S = knob("ECM_CONFORMANCE_PHASE_MS", 1200) / 1000
+
+#: The version a case's ``holder`` reports as (see :meth:`Scenario.traffic`).
+HOLDER = "2-nullable"
+
+# Optional knobs a case may carry (a subclass of Case / Side in its case file; absent means
+# the default flow). They exist for operations whose contract cannot hurt old code
+# (add-column: old code does not know the new column), so old code is not what the guard
+# must hold the contract for:
+#   Case.holder: Side | None -- a third version, started with new code and stopped before the
+#       contract, that maps what the contract breaks (e.g. the new column as nullable); the
+#       held contract's reasons must name it (``held_by``).
+#   Case.old_through_contract: bool -- old code keeps running through the contract and its
+#       re-run, and is stopped last: the contract must not break it.
+#   Side.oracle: str | None -- the column this version's writes must be found in at the end
+#       (default: the case's ``final_column``).
 
 
 def snapshot(conn: psycopg.Connection[tuple[object, ...]], tables: tuple[str, ...]) -> dict[str, Any]:
@@ -132,8 +147,15 @@ class Scenario:
             return snapshot(conn, self.case.tables)
 
     # -- application processes ----------------------------------------------------------
+    def side(self, version: str) -> Side:
+        if version == HOLDER:
+            holder: Side | None = getattr(self.case, "holder", None)
+            assert holder is not None, f"{self.case.operation} has no holder"
+            return holder
+        return self.case.old if version == "1" else self.case.new
+
     def start(self, version: str, owned: list[int]) -> Running:
-        side = self.case.old if version == "1" else self.case.new
+        side = self.side(version)
         out = self.root / f"app-v{version}-{time.monotonic_ns()}.json"
         cfg = {
             "url": self.url,
@@ -214,10 +236,15 @@ class Scenario:
                 self.rerun(phase)
                 time.sleep(PHASE_S)
         v2 = self.start("2", ids[1::2])
+        holder = self.start(HOLDER, []) if getattr(self.case, "holder", None) is not None else None
+        old_through = bool(getattr(self.case, "old_through_contract", False))
         time.sleep(PHASE_S)
         held = self.phase(traffic, "held", "upgrade", "--json")
         traffic.held = held
-        traffic.results["1"] = v1.stop()
+        if holder is not None:
+            traffic.results[HOLDER] = holder.stop()
+        if not old_through:
+            traffic.results["1"] = v1.stop()
         time.sleep(PHASE_S / 2)
         applied = self.phase(traffic, "contract", "upgrade", "--json")
         assert applied.returncode == 0, applied.stderr[-3000:]
@@ -225,25 +252,29 @@ class Scenario:
             self.rerun("contract")
         time.sleep(PHASE_S)
         traffic.results["2"] = v2.stop()
+        if old_through:
+            traffic.results["1"] = v1.stop()
         return traffic
 
     def oracle(self, traffic: Traffic) -> int:
         """Every row holds its writer's last value; returns how many rows were checked."""
-        expected: dict[str, Any] = {}
-        for result in traffic.results.values():
-            expected.update(result["expected"])
-        column = self.case.final_column
+        by_column: dict[str, dict[str, Any]] = {}
+        for version, result in traffic.results.items():
+            column = getattr(self.side(version), "oracle", None) or self.case.final_column
+            by_column.setdefault(column, {}).update(result["expected"])
+        wrong = {}
         with self.connect() as conn:
-            rows = {
-                str(k): v for k, v in conn.execute(f"SELECT id, {column} FROM {self.case.table}").fetchall()
-            }
             for sql, why in self.case.final_checks:
                 assert conn.execute(sql).fetchone() == (0,), why
-        wrong = {}
-        for key, value in expected.items():
-            have = rows.get(key)
-            want = value if value is not None else self.case.null_becomes
-            if have != want and str(have) != str(want):
-                wrong[key] = (want, have)
+            for column, expected in by_column.items():
+                rows = {
+                    str(k): v
+                    for k, v in conn.execute(f"SELECT id, {column} FROM {self.case.table}").fetchall()
+                }
+                for key, value in expected.items():
+                    have = rows.get(key)
+                    want = value if value is not None else self.case.null_becomes
+                    if have != want and str(have) != str(want):
+                        wrong[key] = (want, have)
         assert not wrong, f"{len(wrong)} rows lost their writer's last value, e.g. {list(wrong.items())[:5]}"
-        return len(expected)
+        return sum(len(expected) for expected in by_column.values())

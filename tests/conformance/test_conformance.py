@@ -47,17 +47,19 @@ def test_abort_from_each_phase(case: Case, tmp_path: Path, database_url: str) ->
     s = Scenario(case, tmp_path, database_url)
     original = s.snapshot()
     for last in ("expand", "backfill", "contract"):
-        doc = s.plan()
-        phases = [f["phase"] for f in doc["files"]]
-        if last not in phases:
+        # A plan without this phase (drop-column has no backfill) is not written: its files
+        # would stay in flight and refuse the next plan on the same column.
+        if last not in [f["phase"] for f in s.plan("--dry-run")["files"]]:
             continue
+        doc = s.plan()
         if last == "contract":
             s.ok("upgrade", "--allow-no-reporters")
         else:
             s.ok("upgrade", "--phase", last)
         aborted = s.ok("abort", doc["plan_id"], "--allow-no-reporters", "--json")
         assert json.loads(aborted.stdout)["state"] == "aborted", aborted.stdout
-        assert s.snapshot() == original, f"abort after {last} left the table changed"
+        expected = case.restored(original, contracted=last == "contract")
+        assert s.snapshot() == expected, f"abort after {last} left the table changed"
 
 
 def test_bad_input_changes_nothing(case: Case, tmp_path: Path, database_url: str) -> None:
@@ -141,4 +143,4 @@ def test_revisions_on_other_drivers(
     back = shape.alembic("downgrade", "0001", env=env)
     assert back.returncode == 0, back.stderr[-3000:]
     with shape.connect() as conn:
-        assert snapshot(conn, case.tables) == original
+        assert snapshot(conn, case.tables) == case.restored(original, contracted="contract" in phases)

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from .add_column import AddColumn
 from .base import Operation
+from .change_type import ChangeType
+from .drop_column import DropColumn
 from .rename_column import RenameColumn
+from .set_not_null import SetNotNull
 
-REGISTRY: dict[str, type[Operation]] = {op.kind: op for op in (RenameColumn,)}
+REGISTRY: dict[str, type[Operation]] = {
+    op.kind: op
+    for op in (
+        RenameColumn,
+        SetNotNull,
+        ChangeType,
+        AddColumn,
+        DropColumn,
+    )
+}
 
 __all__ = ["REGISTRY", "Operation"]
