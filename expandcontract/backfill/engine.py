@@ -361,7 +361,7 @@ class _Run:
         self.dense: tuple[int, int] | None = None
         timeout = options.statement_timeout_ms or int(options.lease_seconds * 500)
         self.settings_sql = (
-            f"SELECT set_config('{TRIGGER_SKIP_SETTING}', 'on', true), "
+            f"SELECT set_config('{TRIGGER_SKIP_SETTING}', {literal(self.spec.skip_value)}, true), "
             f"set_config('lock_timeout', '{int(options.lock_timeout_ms)}ms', true), "
             f"set_config('statement_timeout', '{int(timeout)}ms', true), "
             # A worker frozen mid-batch (SIGSTOP, a paused VM) would hold its row locks and

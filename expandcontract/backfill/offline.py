@@ -87,9 +87,9 @@ def _common_decls() -> str:
     v_retries integer := 0;"""
 
 
-def _batch_settings() -> str:
+def _batch_settings(spec: BackfillSpec) -> str:
     return (
-        f"            PERFORM set_config({literal(TRIGGER_SKIP_SETTING)}, 'on', true), "
+        f"            PERFORM set_config({literal(TRIGGER_SKIP_SETTING)}, {literal(spec.skip_value)}, true), "
         "set_config('synchronous_commit', 'off', true), set_config('lock_timeout', '1000ms', true);"
     )
 
@@ -232,7 +232,7 @@ BEGIN
 {set_hi}
         END IF;
         LOOP
-{_batch_settings()}
+{_batch_settings(spec)}
             v_t0 := clock_timestamp();
             v_failed := false;
 {chain(bound_branches, "            ")}
@@ -303,7 +303,7 @@ BEGIN
             RAISE NOTICE 'ecm: resuming chunk % at page %', v_chunk.chunk, v_page;
         END IF;
         LOOP
-{_batch_settings()}
+{_batch_settings(spec)}
             v_t0 := clock_timestamp();
             v_failed := false;
             v_stop := least(v_page + v_batch, v_end);

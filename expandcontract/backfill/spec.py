@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 #: Session setting the dual-write trigger's WHEN clause checks; the backfill sets it
-#: (SET LOCAL) so its own updates skip the PL/pgSQL call and write both sides itself.
+#: (SET LOCAL) to its plan's ``skip_value`` so its own updates skip that plan's PL/pgSQL
+#: call and write both sides itself, while the triggers of other plans in flight on the
+#: same table still fire (their shadows must follow every write, the backfill's included).
 TRIGGER_SKIP_SETTING = "ecm.backfill"
 
 
@@ -31,6 +33,9 @@ class BackfillSpec:
     mismatch_sql: str
     rows_estimate: int = 0
     key_types: tuple[str, ...] = ()  # format_type() of each key column, for casts in offline SQL
+    # What the backfill sets TRIGGER_SKIP_SETTING to: its plan id. Plans frozen before this
+    # field existed have triggers that skip on 'on' (and skip every plan's trigger).
+    skip_value: str = "on"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -147,7 +147,8 @@ class Builder:
             Step(
                 "create sync trigger",
                 "ddl",
-                trig.trigger_sql(self.s, self.table, trigger, function),
+                # Skipped only by this plan's own backfill (see BackfillSpec.skip_value).
+                trig.trigger_sql(self.s, self.table, trigger, function, self.plan_id),
                 lock="SHARE ROW EXCLUSIVE on the table, brief",
             ),
         ]
@@ -321,6 +322,7 @@ class Builder:
             pending_sql=pending_sql,
             mismatch_sql=mismatch_sql if mismatch_sql is not None else pending_sql,
             rows_estimate=self.f.row_estimate,
+            skip_value=self.plan_id,
         )
 
     def copy_spec(self, source: str, target: str, plan_id: str) -> BackfillSpec:

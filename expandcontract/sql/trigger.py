@@ -43,15 +43,15 @@ END
 $ecm$"""
 
 
-def skip_condition() -> str:
-    return f"current_setting({literal(TRIGGER_SKIP_SETTING)}, true) IS DISTINCT FROM 'on'"
+def skip_condition(skip_value: str = "on") -> str:
+    return f"current_setting({literal(TRIGGER_SKIP_SETTING)}, true) IS DISTINCT FROM {literal(skip_value)}"
 
 
-def trigger_sql(schema: str, table: str, trigger: str, function: str) -> str:
+def trigger_sql(schema: str, table: str, trigger: str, function: str, skip_value: str = "on") -> str:
     """CREATE OR REPLACE TRIGGER (PostgreSQL 14+) so that re-running expand is harmless."""
     return (
         f"CREATE OR REPLACE TRIGGER {q(trigger)} BEFORE INSERT OR UPDATE ON {qualified(schema, table)}\n"
-        f"FOR EACH ROW WHEN ({skip_condition()})\n"
+        f"FOR EACH ROW WHEN ({skip_condition(skip_value)})\n"
         f"EXECUTE FUNCTION {qualified(schema, function)}()"
     )
 

@@ -63,6 +63,7 @@ class App:
         self.ops: dict[str, int] = {}
         self.errors: list[str] = []
         self.error_count = 0
+        self.errors_by_label: dict[str, int] = {}
         self.expected: dict[str, Any] = {}  # row key (str) -> last value written by this process
         self.slow: list[tuple[float, float]] = []  # (started at, seconds) of operations over 20 ms
         self.max_wait = 0.0
@@ -118,6 +119,7 @@ class App:
         except Exception as exc:
             with self.lock:
                 self.error_count += 1
+                self.errors_by_label[label] = self.errors_by_label.get(label, 0) + 1
                 if len(self.errors) < 30:
                     self.errors.append(
                         f"v{self.cfg['version']} {label}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
@@ -213,7 +215,9 @@ class App:
                         self.record(done, values[write])
                 if row is not None:
                     self.timed("orm read", lambda row=row: session.get(self.Row, row, populate_existing=True))
-                    session.rollback()
+                    # Committed, not rolled back: a ROLLBACK clears psycopg's prepared statements
+                    # and would hide what a type swap does to them.
+                    self.timed("orm commit", session.commit)
             time.sleep(self.cfg.get("pause", 0.002))
 
     def run(self) -> None:
@@ -223,8 +227,10 @@ class App:
             threading.Thread(target=self.core, args=(halves[0], 1), name="core", daemon=True),
             threading.Thread(target=self.orm, args=(halves[1], 2), name="orm", daemon=True),
         ]
+        # "url": a reporter that cannot pause the engine's prepared statements (the control run).
+        bind = self.cfg["url"] if self.cfg.get("reporter_bind") == "url" else self.engine
         reporter = LiveReporter(
-            self.engine,
+            bind,
             app="conformance",
             version=str(self.cfg["version"]),
             metadata=self.metadata,
@@ -249,6 +255,7 @@ class App:
                     "ops": self.ops,
                     "errors": self.errors,
                     "error_count": self.error_count,
+                    "errors_by_label": self.errors_by_label,
                     "expected": self.expected,
                     "slow": self.slow,
                     "max_wait": self.max_wait,

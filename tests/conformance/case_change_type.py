@@ -14,14 +14,31 @@ CREATE TABLE items (
 CREATE INDEX items_qty_idx ON items (qty);
 INSERT INTO items (name, qty, note) SELECT 'seed-' || g, g, 'note-' || g FROM generate_series(1, {rows}) g;
 SELECT setval(pg_get_serial_sequence('items', 'id'), {rows});
+CREATE TABLE children (id bigserial PRIMARY KEY, item_id bigint REFERENCES items (id));
 """
+
+#: Both versions insert child rows through a foreign key to the changed table in every phase.
+CHILD = {"table": "children", "column": "item_id", "type": "BigInteger", "ref": "id"}
 
 CASE = Case(
     operation="change-type",
     setup_sql=SETUP,
     plan=("change-type", "items", "qty", "bigint"),
-    old=Side(columns={"name": "Text", "qty": "Integer"}, write="qty", value="int", insert={"name": "v1"}),
-    new=Side(columns={"name": "Text", "qty": "BigInteger"}, write="qty", value="int", insert={"name": "v2"}),
+    old=Side(
+        columns={"name": "Text", "qty": "Integer"},
+        write="qty",
+        value="int",
+        insert={"name": "v1"},
+        child=CHILD,
+    ),
+    new=Side(
+        columns={"name": "Text", "qty": "BigInteger"},
+        write="qty",
+        value="int",
+        insert={"name": "v2"},
+        child=CHILD,
+    ),
+    tables=("items", "children"),
     final_column="qty",
     final_checks=(
         (

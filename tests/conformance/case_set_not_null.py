@@ -20,19 +20,31 @@ CREATE INDEX items_note_idx ON items (note);
 INSERT INTO items (name, note, qty)
 SELECT 'seed-' || g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'note-' || g END, g FROM generate_series(1, {rows}) g;
 SELECT setval(pg_get_serial_sequence('items', 'id'), {rows});
+CREATE TABLE children (id bigserial PRIMARY KEY, item_id bigint REFERENCES items (id));
 """
+
+#: Both versions insert child rows through a foreign key to the changed table in every phase.
+CHILD = {"table": "children", "column": "item_id", "type": "BigInteger", "ref": "id"}
 
 CASE = Case(
     operation="set-not-null",
     setup_sql=SETUP,
     plan=("set-not-null", "items", "note", "--fill", f"'{FILL}'"),
-    old=Side(columns={"name": "Text", "note": "Text"}, write="note", null_every=5, also={"name": "text"}),
+    old=Side(
+        columns={"name": "Text", "note": "Text"},
+        write="note",
+        null_every=5,
+        also={"name": "text"},
+        child=CHILD,
+    ),
     new=Side(
         columns={"name": "Text", "note": "Text"},
         write="note",
         nullable={"note": False},
         also={"name": "text"},
+        child=CHILD,
     ),
+    tables=("items", "children"),
     final_column="note",
     null_becomes=FILL,
     final_checks=(

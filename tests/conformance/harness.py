@@ -125,6 +125,9 @@ class Scenario:
             conn.execute(case.setup_sql.format(rows=ROWS))
             conn.execute("ANALYZE")
         self.env = {"ECM_LIVE_TTL": "3"}
+        #: "engine" (what applications should do) or "url": reporters that cannot pause prepared
+        #: statements, whose contract is then forced (benchmarks/prepared_swap.py's control run).
+        self.reporter_bind = "engine"
 
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(self.url, autocommit=True)
@@ -173,6 +176,7 @@ class Scenario:
             "child": side.child,
             "out": str(out),
             "interval": 1.0,
+            "reporter_bind": self.reporter_bind,
         }
         config = out.with_suffix(".config.json")
         config.write_text(json.dumps(cfg))
@@ -246,7 +250,12 @@ class Scenario:
         if not old_through:
             traffic.results["1"] = v1.stop()
         time.sleep(PHASE_S / 2)
-        applied = self.phase(traffic, "contract", "upgrade", "--json")
+        forced = (
+            ["--force-contract", doc["plan_id"], "--reason", "control run"]
+            if self.reporter_bind == "url"
+            else []
+        )
+        applied = self.phase(traffic, "contract", "upgrade", "--json", *forced)
         assert applied.returncode == 0, applied.stderr[-3000:]
         if "contract" in phases:
             self.rerun("contract")

@@ -18,8 +18,9 @@ and hold the contract with their keys. Constraints the conversion could violate 
 column (NOT NULL, checks, unique, foreign keys) are made only once none are left.
 
 Same-name and in-place changes change the column's result type under the same name, which
-breaks statements prepared before the swap (psycopg prepares after 5 executions); the plan
-says so in its notes and docs/operations/change-type.md says what covers it.
+breaks statements prepared before the swap (psycopg prepares after 5 executions): those
+steps are ``swap`` steps, run only once live instances paused their prepared statements
+(:mod:`expandcontract.live.swaps`).
 """
 
 from __future__ import annotations
@@ -654,9 +655,10 @@ class _Planner(Builder):
         notes = []
         if not self.op.rename_to:
             notes.append(
-                f"{self.c} changes its result type under the same name: statements prepared before the change "
-                "(psycopg prepares after 5 executions) fail once with 'cached plan must not change result type' "
-                "unless the application's LiveReporter covers its engines (docs/operations/change-type.md)"
+                f"{self.c} changes its result type under the same name, which breaks statements running code "
+                "prepared before (psycopg prepares after 5 executions): the contract announces the swap and waits "
+                "until every live instance that maps the table confirmed, from its LiveReporter, that its engine "
+                "stopped preparing; pass the application's Engine to LiveReporter (docs/operations/change-type.md)"
             )
         spec = {
             "operation": self.op.kind,
