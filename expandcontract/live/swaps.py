@@ -16,6 +16,8 @@ unless forced. Every age is the database clock's, as in the registry.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -108,10 +110,11 @@ def waiting(conn: Connection, swap_id: str, table: str) -> list[Waiting]:
               AND i.last_heartbeat >= clock_timestamp() - make_interval(secs => :k * i.interval_s)
               AND i.uses ? :table
               AND (a.instance_id IS NULL OR NOT a.protected)
+              AND NOT (i.host = :host AND i.pid = :pid)  -- a reporter env.py started in this process
             ORDER BY i.app, i.version, i.host, i.pid
             """
         ),
-        {"id": swap_id, "table": table, "k": TTL_INTERVALS},
+        {"id": swap_id, "table": table, "k": TTL_INTERVALS, "host": socket.gethostname(), "pid": os.getpid()},
     ).mappings()
     return [
         Waiting(
