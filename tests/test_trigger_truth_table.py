@@ -83,7 +83,7 @@ def test_not_null_carried_as_not_valid_check(conn: psycopg.Connection) -> None:
     """The NOT VALID check is enforced on every row written: a writer that bypasses the
     trigger (the backfill's own session) must write the new side itself."""
     with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
-        conn.execute("SET LOCAL ecm.backfill = 'on'")
+        conn.execute(f"SET LOCAL ecm.backfill = '{PLAN}'")
         conn.execute("UPDATE people SET note = 'x' WHERE id = 6")
     definition = conn.execute(
         "SELECT pg_get_constraintdef(oid), convalidated FROM pg_constraint WHERE conname = %s",
@@ -94,9 +94,19 @@ def test_not_null_carried_as_not_valid_check(conn: psycopg.Connection) -> None:
 
 def test_backfill_session_setting_skips_the_trigger(conn: psycopg.Connection) -> None:
     with conn.transaction():
-        conn.execute("SET LOCAL ecm.backfill = 'on'")
+        conn.execute(f"SET LOCAL ecm.backfill = '{PLAN}'")
         conn.execute("UPDATE people SET name = 'as written', full_name = 'p7' WHERE id = 7")
     assert row(conn, 7) == ("as written", "p7")  # no trigger: the engine writes both sides itself
+
+
+def test_another_plans_backfill_does_not_skip_the_trigger(conn: psycopg.Connection) -> None:
+    """Only this plan's backfill writes both sides itself; another plan's (or an older ecm's 'on')
+    leaves this trigger firing, so NEW follows the rows it updates."""
+    for value in ("change_type_people_note_bigint", "on"):
+        with conn.transaction():
+            conn.execute(f"SET LOCAL ecm.backfill = '{value}'")
+            conn.execute("UPDATE people SET name = %s WHERE id = 8", (f"by {value}",))
+        assert row(conn, 8) == (f"by {value}", f"by {value}")
 
 
 def test_trigger_only_assigns_to_new_and_cannot_recurse(conn: psycopg.Connection) -> None:
