@@ -189,3 +189,77 @@ def test_without_the_pause_prepared_statements_fail_after_the_swap(
     assert qty_type(db) == "bigint"
     assert reader.errors, "expected the stale prepared statement to fail"
     assert all("cached plan must not change result type" in e for e in reader.errors)
+
+
+@pytest.mark.parametrize("watched", [True, False], ids=["engine", "url-control"])
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg_async"])
+def test_async_engines_read_through_the_swap_without_errors(
+    project: Project,
+    database_url: str,
+    db: psycopg.Connection[tuple[object, ...]],
+    driver: str,
+    watched: bool,
+) -> None:
+    """An AsyncEngine (FastAPI's shape): asyncpg's own statement cache in SQLAlchemy's dialect, and
+    psycopg's async connection, both paused through the swap. The control: a reporter given
+    only a URL, the contract forced, and the same reads fail after the swap."""
+    import asyncio
+    import os
+    import sys
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    md, items = metadata(BigInteger)
+    url = make_url(database_url).set(drivername=f"postgresql+{driver}")
+    force = [] if watched else ["--force-contract", plan_id(project), "--reason", "control"]
+
+    async def main() -> tuple[list[str], int, int]:
+        engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+        errors: list[str] = []
+        reads = 0
+        bind: Any = engine if watched else database_url
+        async with (
+            LiveReporter(bind, app="web", version="2", metadata=md, interval=0.5, handle_signals=False),
+            engine.connect() as conn,
+        ):
+            stmt = select(items.c.qty).where(items.c.id == 7)
+            for _ in range(10):
+                await conn.execute(stmt)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "expandcontract",
+                "upgrade",
+                "--phase",
+                "contract",
+                *force,
+                cwd=project.root,
+                env={**os.environ, "ECM_LOG_FORMAT": "json", "ECM_DATABASE_URL": project.url},
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            waiter = asyncio.ensure_future(proc.communicate())
+            while not waiter.done():
+                try:
+                    await conn.execute(stmt)
+                    reads += 1
+                except Exception as exc:
+                    errors.append(str(exc).splitlines()[0])
+                await asyncio.sleep(0.005)
+            if watched:
+                for _ in range(10):  # after the swap, on the same connection
+                    assert (await conn.execute(stmt)).scalar() == 7
+        await engine.dispose()
+        _, stderr = waiter.result()
+        assert proc.returncode == 0, stderr.decode()[-3000:]
+        return errors, reads, proc.returncode
+
+    errors, reads, _ = asyncio.run(main())
+    assert qty_type(db) == "bigint"
+    assert reads > 20
+    if watched:
+        assert errors == []
+    else:
+        # psycopg: at every execution; SQLAlchemy's asyncpg dialect: once, then it drops its cache.
+        stale = ("cached plan must not change result type", "cached statement plan is invalid")
+        assert errors and all(any(m in e for m in stale) for e in errors), errors[:3]
