@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .db.engine import first_line
+from .errors import first_line
 from .settings import control_schema
 from .sql.quoting import q
 

@@ -44,3 +44,11 @@ class Refused(EcmError):
         # Reasons on their own lines: when a contract revision is run by plain `alembic`,
         # this text is all the user sees, so it must carry the reasons too.
         return "\n".join([self.message, *(f"  - {r}" for r in self.reasons)])
+
+
+def first_line(exc: BaseException) -> str:
+    """One line for a log field or a refusal: the driver's message (not SQLAlchemy's wrapper with
+    the statement and parameters), else the exception's type."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__

@@ -6,6 +6,7 @@ The planner (pure) writes this into the plan; the generated revision freezes it,
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -36,9 +37,26 @@ class BackfillSpec:
     # What the backfill sets TRIGGER_SKIP_SETTING to: its plan id. Plans frozen before this
     # field existed have triggers that skip on 'on' (and skip every plan's trigger).
     skip_value: str = "on"
+    # What rows out of step hold and what fixes them, as the user reads it after "N rows of
+    # TABLE" (``describe_mismatches``); plans that leave them out get the generic wording.
+    mismatch_label: str | None = None
+    mismatch_fix: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def describe_mismatches(self, count: int, keys: Sequence[Mapping[str, str]], *, fix: bool = True) -> str:
+        """One line: how many rows are out of step, their first keys, and (``fix``) what to do."""
+        from ..sql.quoting import qualified
+
+        shown = shown_keys(keys)
+        what = self.mismatch_label or "are out of step"
+        line = f"{count} rows of {qualified(self.schema, self.table)} {what}" + (
+            f" (first keys: {shown})" if shown else ""
+        )
+        if fix:
+            line += ": " + (self.mismatch_fix or f"recopy them with `ecm backfill {self.plan_id} --restart`")
+        return line
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BackfillSpec:
@@ -46,3 +64,9 @@ class BackfillSpec:
         data["key"] = tuple(data.get("key", ()))
         data["key_types"] = tuple(data.get("key_types", ()))
         return cls(**data)
+
+
+def shown_keys(keys: Sequence[Mapping[str, str]]) -> str:
+    """``id=7, id=14``; a composite key in parentheses: ``(a=1, b=2), (a=1, b=3)``."""
+    shown = [", ".join(f"{k}={v}" for k, v in key.items()) for key in keys]
+    return ", ".join(s if len(key) == 1 else f"({s})" for s, key in zip(shown, keys, strict=True))

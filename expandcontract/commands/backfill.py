@@ -159,8 +159,14 @@ def register(app: typer.Typer) -> None:
         common.say(f"{result.mismatch_count:,} of {result.rows_checked:,} rows are out of step; first keys:")
         for key in result.mismatches:
             common.say("  " + ", ".join(f"{k}={v}" for k, v in key.items()), markup=False)
+        from ..backfill.spec import shown_keys
+
+        first = result.mismatches[:5]
         raise OperationalError(
-            f"verify {plan}: {result.mismatch_count} rows out of step (first: "
-            + "; ".join(",".join(k.values()) for k in result.mismatches[:3])
-            + ")"
+            f"verify {plan}: "
+            + (
+                spec.describe_mismatches(result.mismatch_count, first, fix=False)
+                if spec.mismatch_label
+                else f"{result.mismatch_count} rows out of step (first keys: {shown_keys(first)})"
+            )
         )

@@ -208,7 +208,7 @@ def run(common: Common, body: Callable[[], int | None]) -> None:
         from sqlalchemy import exc as sa_exc
 
         if isinstance(exc, sa_exc.DBAPIError):
-            from ..db.engine import first_line
+            from ..errors import first_line
 
             _fail(common, RuntimeError(f"database error: {first_line(exc)}"), EXIT_FAILURE)
         if "outside of application context" in str(exc):

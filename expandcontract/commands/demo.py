@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
             raise
         except Exception as exc:
             common.emit(scenario.doc)
-            from ..db.engine import first_line
+            from ..errors import first_line
 
             raise OperationalError(f"the demo failed: {first_line(exc)}") from exc
         common.emit(doc)

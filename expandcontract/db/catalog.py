@@ -379,25 +379,6 @@ def _dependent_views(conn: Connection, oid: int, attnum: int) -> tuple[str, ...]
     return tuple(qualified(r["schema"], r["name"]) for r in rows)
 
 
-def _generated_on(conn: Connection, oid: int, attnum: int) -> list[str]:
-    """Generated columns of the table whose expression reads the column."""
-    rows = _rows(
-        conn,
-        """
-        SELECT a.attname::text AS name
-        FROM pg_depend d
-        JOIN pg_attribute a ON a.attrelid = d.objid AND a.attnum = d.objsubid
-        WHERE d.classid = 'pg_class'::regclass AND d.objid = CAST(:oid AS oid)
-          AND d.refclassid = 'pg_class'::regclass AND d.refobjid = CAST(:oid AS oid)
-          AND d.refobjsubid = CAST(:attnum AS int4) AND d.objsubid <> CAST(:attnum AS int4)
-          AND a.attgenerated <> ''
-        ORDER BY 1
-        """,
-        {"oid": oid, "attnum": attnum},
-    )
-    return [str(r["name"]) for r in rows]
-
-
 def _policies(conn: Connection, oid: int, attnum: int) -> tuple[str, ...]:
     """Policies whose USING or WITH CHECK reads the column.
 
@@ -684,7 +665,7 @@ def read_table_facts(conn: Connection, schema: str | None, table: str, column: s
         replica_identity_index=replica_identity,
         other_triggers=_triggers(conn, oid),
         server_version_num=int(_scalar(conn, "SELECT current_setting('server_version_num')::int")),
-        extra={"source": "catalog", "generated_on": _generated_on(conn, oid, attnum)},
+        extra={"source": "catalog"},
     )
 
 

@@ -6,17 +6,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from ..errors import OperationalError
+from ..errors import OperationalError, first_line
 from ..urls import normalize, redact
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Connection, Engine
-
-
-def first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()
-    return text[0] if text else type(orig).__name__
 
 
 def create(url: str, **kwargs: Any) -> Engine:

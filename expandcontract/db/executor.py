@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import OperationalError
+from ..errors import OperationalError, first_line
 from ..log import get_logger
 from ..plan.model import Step
 from ..settings import get
@@ -44,12 +44,6 @@ class Timeouts:
 def _sqlstate(exc: BaseException) -> str | None:
     orig = getattr(exc, "orig", exc)
     return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "diag", None), "sqlstate", None)
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", exc)
-    lines = str(orig).strip().splitlines()
-    return lines[0] if lines else type(orig).__name__
 
 
 def _run(conn: Connection, sql: str) -> Any:
@@ -137,7 +131,7 @@ def execute(conn: Connection, step: Step, timeouts: Timeouts | None = None) -> s
             "step_retry",
             step=step.name,
             attempt=getattr(state, "attempt_number", None),
-            error=_first_line(exc) if exc else None,
+            error=first_line(exc) if exc else None,
         )
 
     try:
@@ -159,5 +153,5 @@ def execute(conn: Connection, step: Step, timeouts: Timeouts | None = None) -> s
                 f" after {attempts} attempts (lock_timeout {timeouts.lock_timeout}); a long-running "
                 "transaction probably holds a lock on the table: let it finish, then run the phase again"
             )
-        raise OperationalError(f"step {step.name!r} failed: {_first_line(exc)}{hint}") from exc
+        raise OperationalError(f"step {step.name!r} failed: {first_line(exc)}{hint}") from exc
     raise AssertionError("unreachable")

@@ -509,7 +509,7 @@ def _escape(text: str) -> str:
 def _first_line(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
-    from ..db.engine import first_line
+    from ..errors import first_line
 
     return first_line(exc)
 

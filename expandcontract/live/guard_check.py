@@ -24,7 +24,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import BadInput
+from ..errors import BadInput, first_line
 from ..guard import (
     Break,
     Decision,
@@ -53,12 +53,6 @@ _OUTCOMES: dict[str, str] = {"force-contract": "forced", "allow-no-reporters": "
 _READ_SLACK_SECONDS = 60.0
 
 
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    lines = str(orig).strip().splitlines()
-    return lines[0] if lines else type(orig).__name__
-
-
 def _read(
     conn: Connection, ttl: float | None, breaks: Sequence[Break] = ()
 ) -> tuple[list[Instance], dict[str, SqlType | None]] | str:
@@ -69,7 +63,7 @@ def _read(
     try:
         conn.execute(text("SELECT clock_timestamp()")).scalar_one()
     except Exception as exc:
-        return f"cannot read the database clock: {_first_line(exc)}"
+        return f"cannot read the database clock: {first_line(exc)}"
     try:
         has_schema = conn.execute(
             text("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = :s)"), {"s": schema}
@@ -84,7 +78,7 @@ def _read(
         rows = registry.read(conn, ttl=ttl, recent_s=_READ_SLACK_SECONDS)
         instances = [registry.to_instance(row) for row in rows]
     except Exception as exc:
-        return f"cannot read the live-instance registry {schema}.{registry.TABLE}: {_first_line(exc)}"
+        return f"cannot read the live-instance registry {schema}.{registry.TABLE}: {first_line(exc)}"
     names = type_names(GuardInput(breaks=tuple(breaks)), instances)
     return instances, (resolve_types(conn, names) if names else {})
 
@@ -135,7 +129,7 @@ def check_contract(
         autocommit = _autocommit(conn)
         savepoint = conn.begin_nested() if outer and not autocommit else None
     except Exception as exc:
-        return refuse_unknown(f"cannot read the live-instance registry: {_first_line(exc)}")
+        return refuse_unknown(f"cannot read the live-instance registry: {first_line(exc)}")
     try:
         instances = _read(conn, ttl, parsed)
     finally:
@@ -145,7 +139,7 @@ def check_contract(
             elif not outer:
                 conn.rollback()
         except Exception as exc:  # the read already failed or the connection died: stay closed
-            instances = f"cannot read the live-instance registry: {_first_line(exc)}"
+            instances = f"cannot read the live-instance registry: {first_line(exc)}"
 
     if isinstance(instances, str):
         log.warning("guard_fail_closed", plan_id=plan_id, reason=instances)

@@ -46,6 +46,7 @@ from datetime import datetime
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ..errors import first_line
 from ..guard import ROLES, Role
 from ..log import get_logger
 from .usage import FALLBACK_SCHEMA, schema_types, schema_usage
@@ -114,12 +115,6 @@ def process_role(argv: Sequence[str] | None = None, main_module: str | None = No
     if "flask" in (package, program):
         return "server" if "run" in argv[1:] else "cli"
     return "server"
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    lines = str(orig).strip().splitlines()
-    return lines[0] if lines else type(orig).__name__
 
 
 def _stop_all_at_exit() -> None:
@@ -367,7 +362,7 @@ class LiveReporter:
                 "live_register_failed",
                 app=self.app,
                 instance=self.id,
-                error=_first_line(exc),
+                error=first_line(exc),
                 retry_in=self.interval,
             )
 
@@ -424,7 +419,7 @@ class LiveReporter:
                 self._set_url(to_psycopg(bind_url(conn)))
                 conn.rollback()
         except Exception as exc:
-            log.warning("live_probe_failed", app=self.app, instance=self.id, error=_first_line(exc))
+            log.warning("live_probe_failed", app=self.app, instance=self.id, error=first_line(exc))
             return
         self._probed = True
 
@@ -450,7 +445,7 @@ class LiveReporter:
             # asyncpg's own 60 s connect timeout; the registration then retries on its thread.
             await asyncio.wait_for(ask(), PROBE_TIMEOUT)
         except Exception as exc:
-            log.warning("live_probe_failed", app=self.app, instance=self.id, error=_first_line(exc))
+            log.warning("live_probe_failed", app=self.app, instance=self.id, error=first_line(exc))
 
     def _set_url(self, url: URL) -> None:
         if self._url is not None and url != self._url and self._engine is not None:
@@ -515,7 +510,7 @@ class LiveReporter:
                 "live_control_upgrade_skipped",
                 app=self.app,
                 instance=self.id,
-                error=_first_line(exc),
+                error=first_line(exc),
                 detail="registering in the existing registry; run `ecm init` to upgrade it",
             )
 
@@ -596,7 +591,7 @@ class LiveReporter:
                 self._acked.clear()
                 log.info("prepared_resumed", app=self.app, instance=self.id)
         except Exception as exc:
-            log.warning("live_swap_check_failed", app=self.app, instance=self.id, error=_first_line(exc))
+            log.warning("live_swap_check_failed", app=self.app, instance=self.id, error=first_line(exc))
 
     def _is_url(self) -> bool:
         from sqlalchemy.engine import URL
@@ -612,7 +607,7 @@ class LiveReporter:
                 self._timeouts(conn)
                 registry.prune(conn)
         except Exception as exc:
-            log.debug("live_prune_skipped", error=_first_line(exc))
+            log.debug("live_prune_skipped", error=first_line(exc))
 
     def _beat(self) -> None:
         from . import registry
@@ -647,7 +642,7 @@ class LiveReporter:
             try:
                 self._deregister()
             except Exception as exc:
-                log.warning("live_deregister_failed", app=self.app, instance=self.id, error=_first_line(exc))
+                log.warning("live_deregister_failed", app=self.app, instance=self.id, error=first_line(exc))
 
         helper = threading.Thread(target=work, name="ecm-live-deregister", daemon=True)
         helper.start()
@@ -707,7 +702,7 @@ class LiveReporter:
                     instance=self.id,
                     failures=failures,
                     retry_in=wait,
-                    error=_first_line(exc),
+                    error=first_line(exc),
                 )
                 continue
             if failures:

@@ -303,6 +303,8 @@ class Builder:
         set_sql: str,
         pending_sql: str,
         mismatch_sql: str | None = None,
+        mismatch_label: str | None = None,
+        mismatch_fix: str | None = None,
     ) -> BackfillSpec:
         """Batches keyed on the primary key, else a unique NOT NULL key, else ctid."""
         key: tuple[str, ...]
@@ -323,6 +325,8 @@ class Builder:
             mismatch_sql=mismatch_sql if mismatch_sql is not None else pending_sql,
             rows_estimate=self.f.row_estimate,
             skip_value=self.plan_id,
+            mismatch_label=mismatch_label,
+            mismatch_fix=mismatch_fix,
         )
 
     def copy_spec(self, source: str, target: str, plan_id: str) -> BackfillSpec:

@@ -99,9 +99,19 @@ def parse(text: str) -> PgType:
 
 
 def in_place(old: PgType, new: PgType, server_version_num: int) -> bool:
-    """``ALTER COLUMN TYPE`` changes only the catalog for this pair on this server version."""
-    if old.array != new.array or not (old.builtin and new.builtin):
+    """``ALTER COLUMN TYPE`` changes only the catalog for this pair on this server version.
+
+    The column's own CHECK constraints and some indexes still cost a scan or a rebuild: the
+    planner looks at those (see ``change_type``).
+    """
+    if old.array or new.array or not (old.builtin and new.builtin):
+        # An array's elements are coerced one by one: every array pair measured rewrote.
         return False
+    return _catalog_only(old, new, server_version_num)
+
+
+def _catalog_only(old: PgType, new: PgType, server_version_num: int) -> bool:
+    """The element types' pair is binary-compatible and needs no check of the values."""
     if old.base in ("varchar", "varbit") and new.base == old.base:
         # Raising the length limit, or removing it.
         return not new.mods or (bool(old.mods) and new.mods[0] >= old.mods[0])
@@ -117,7 +127,13 @@ def in_place(old: PgType, new: PgType, server_version_num: int) -> bool:
         new_scale = new.mods[1] if len(new.mods) > 1 else 0
         return new.mods[0] >= old.mods[0] and new_scale == old_scale
     # timestamp → timestamptz reads the stored values as UTC when TimeZone is UTC (PostgreSQL 12+).
-    return old.base == "timestamp" and new.base == "timestamptz" and server_version_num >= 120000
+    # A precision below 6 rounds every value: a rewrite (measured, whatever the old precision).
+    return (
+        old.base == "timestamp"
+        and new.base == "timestamptz"
+        and (not new.mods or new.mods[0] >= 6)
+        and server_version_num >= 120000
+    )
 
 
 def same_name(old: PgType, new: PgType) -> bool:
@@ -128,7 +144,7 @@ def same_name(old: PgType, new: PgType) -> bool:
         return True
     if old.base == "numeric" and new.base == "numeric":
         return _numeric_widens(old, new)
-    return in_place(old, new, 120000)
+    return _catalog_only(old, new, 120000)
 
 
 def one_to_one(old: PgType, new: PgType) -> bool:

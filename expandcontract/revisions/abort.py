@@ -128,14 +128,18 @@ def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
             ],
         }
     expand, backfill = scripts.get("expand"), scripts.get("backfill")
-    if expand is None:
+    contract = scripts.get("contract")
+    # A plan that is only a contract (change-type in place) has no expand to roll back.
+    contract_only = (
+        expand is None and contract is not None and "expand" not in contract.module.PLAN.get("revisions", {})
+    )
+    if expand is None and not contract_only:
         raise BadInput(
             f"plan {plan_id}: its expand revision file is missing; restore it from version control"
         )
     # Decide the expand's rollback before touching anything: downgrading the backfill revision
     # and then being refused would leave the version table and the plan out of step.
-    refusal = _expand_rollback_refusal(engine, expand.module.PLAN)
-    contract = scripts.get("contract")
+    refusal = None if expand is None else _expand_rollback_refusal(engine, expand.module.PLAN)
     if contract is not None and contract.revision in applied_contracts:
         ccfg = project.contract_config()
         with engine.connect() as conn:
@@ -144,13 +148,18 @@ def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
                 ccfg, f"{contract.revision}@-1" if contract.down_revision else f"{plan_id}@base"
             )
             conn.commit()
-        steps.append(f"contract {contract.revision} rolled back: old column re-created and filled")
+        steps.append(
+            f"contract {contract.revision} rolled back"
+            + ("" if contract_only else ": old column re-created and filled")
+        )
         state = "backfilled"
     refused = False
     try:
         if refusal is not None:
             raise refusal
-        if backfill is not None and heads == (backfill.revision,):
+        if expand is None:
+            pass  # nothing before the contract
+        elif backfill is not None and heads == (backfill.revision,):
             cfg = _app_config(project)
             command.downgrade(cfg, expand.down_revision or "base")
             steps.append(f"revisions {backfill.revision}, {expand.revision} downgraded")

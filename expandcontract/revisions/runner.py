@@ -347,6 +347,7 @@ def _backfills(engine: Engine, report: Report, *, dry_run: bool, progress: bool 
         entry["verified"] = bool(checked.ok)
         if not checked.ok:
             entry["mismatches"] = [str(k) for k in list(checked.mismatches)[:10]]
+            entry["problems"] = [spec.describe_mismatches(checked.mismatch_count, checked.mismatches[:5])]
         elif row["phase"] in ("expanded", "backfilling"):
             with engine.connect() as conn:
                 ledger.set_phase(conn, row["plan_id"], "backfilled")

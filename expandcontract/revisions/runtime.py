@@ -332,14 +332,11 @@ def backfill_problems(conn: Connection, plan: dict[str, Any], *, already_verifie
         return [f"the backfill of {plan_id} is {status}, not complete: run `ecm backfill {plan_id}`"]
     if already_verified:
         return []
+    spec = BackfillSpec.from_json(plan["backfill"])
     with own_engine_for(conn) as engine:
-        result = verify(engine, BackfillSpec.from_json(plan["backfill"]))
+        result = verify(engine, spec)
     if not result.ok:
-        keys = ", ".join(str(k) for k in list(result.mismatches)[:5])
-        return [
-            f"{result.mismatch_count} rows of {plan['schema']}.{plan['table']} are out of step "
-            f"(first keys: {keys}): recopy them with `ecm backfill {plan_id} --restart`"
-        ]
+        return [spec.describe_mismatches(result.mismatch_count, result.mismatches[:5])]
     return []
 
 

@@ -113,7 +113,7 @@ def probe(project: Project) -> list[EnvConnection]:
 
 def resolve(project: Project, explicit: str | None) -> tuple[str, str]:
     """(psycopg 3 URL for ecm's own connections, where it came from)."""
-    from ..db.engine import first_line
+    from ..errors import first_line
     from ..urls import for_driver, is_embedded, normalize, redact, to_psycopg
 
     if explicit:

@@ -16,7 +16,9 @@ MAX_IDENTIFIER_BYTES = 63
 def _preparer() -> Any:
     from sqlalchemy.dialects import postgresql
 
-    return postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+    # A "format" paramstyle (the dialect's default) would double every % in a name: the SQL
+    # ecm writes reaches the server as it is, and SQLAlchemy's text() doubles % itself.
+    return postgresql.dialect(paramstyle="named").identifier_preparer  # type: ignore[no-untyped-call]
 
 
 def q(identifier: str) -> str:

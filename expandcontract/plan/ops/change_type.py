@@ -104,10 +104,13 @@ class ChangeType(Operation):
             raise BadInput(f"column {where} already has type {col.type_sql}")
         if col.generated:
             raise BadInput(f"column {where} is a generated column; change its expression instead")
-        dependent = [c for c in facts.extra.get("generated_on", ()) if c]
-        if dependent:
+        dependents: dict[str, list[str]] = {}
+        for kind, name in facts.dependents:
+            dependents.setdefault(kind, []).append(name)
+        if "generated column" in dependents:
             raise BadInput(
-                f"generated column(s) {', '.join(dependent)} of {self.where(facts)} depend on {where}"
+                f"generated column(s) {', '.join(dependents['generated column'])} of {self.where(facts)} "
+                f"depend on {where}"
             )
         if facts.dependent_views:
             raise BadInput(
@@ -125,6 +128,23 @@ class ChangeType(Operation):
             raise BadInput(
                 f"column {where} is referenced by foreign key(s) {fks}; they would need the new type too"
             )
+        # What keeps the column from changing type (ALTER TYPE) or from being dropped (the swap and
+        # --rename-to drop the old column); a trigger function reading NEW.column only breaks once
+        # the name is gone.
+        why = {
+            "rule": "used by rule(s)",
+            "trigger": "used by trigger(s) (UPDATE OF or WHEN)",
+            "publication": "in the column list of publication(s)",
+            "object": "needed by",
+        }
+        if self.rename_to is not None:
+            why["trigger function"] = "read as NEW/OLD.column by trigger function(s)"
+        for kind, what in why.items():
+            if kind in dependents:
+                raise BadInput(
+                    f"column {where} is {what} {', '.join(dependents[kind])}; change-type cannot carry them over "
+                    "to the new column: change or drop them first"
+                )
         for option, sql in (("--using", self.using), ("--down", self.down)):
             if sql is not None:
                 others = referenced_columns(sql) - {col.name}
@@ -134,20 +154,22 @@ class ChangeType(Operation):
                     )
         if self.rename_to is not None:
             self.require_new_column(facts, self.rename_to)
-            return
-        if (
-            self.using is None
-            and not types.same_name(old, new)
-            and not types.in_place(old, new, facts.server_version_num)
-        ):
+        elif not types.same_name(old, new) and not types.in_place(old, new, facts.server_version_num):
+            # --using changes nothing here: new code maps the new type from the start.
             raise BadInput(
                 f"{col.type_sql} -> {new.text} is not a change old and new code can both read and write under one "
                 f"name (new code's queries would fail against the old column before the swap); use --rename-to NEW"
             )
         unique = any(ix.unique for ix in facts.indexes)
-        if unique and self.using is not None and not self.assume_injective:
+        if (
+            unique
+            and not self.assume_injective
+            and (self.using is not None or not types.one_to_one(old, new))
+        ):
+            conversion = "--using" if self.using is not None else f"the cast {col.type_sql} -> {new.text}"
             raise BadInput(
-                f"column {where} is unique and --using may map two values to one; pass --assume-injective if it cannot"
+                f"column {where} is unique and {conversion} may map two values to one; "
+                "pass --assume-injective if it cannot"
             )
 
     def build(self, facts: TableFacts) -> Plan:
@@ -194,6 +216,38 @@ def referenced_columns(sql: str) -> set[str]:
     return found
 
 
+def _dollar(body: str, tag: str = "ecm") -> str:
+    """A dollar quote for ``body``: ``$ecm$``, or ``$ecm1$``… when names or --using hold ``$ecm$``."""
+    chosen, n = tag, 0
+    while f"${chosen}$" in body:
+        n += 1
+        chosen = f"{tag}{n}"
+    return f"${chosen}$"
+
+
+#: Column types a sequence can have, by size.
+_INTEGER_SIZES = {"int2": 2, "int4": 4, "int8": 8}
+
+
+def _cast(sql: str, source: types.PgType, target: types.PgType, target_sql: str) -> str:
+    """``sql`` (of type ``source``) as ``target``: a cast, except between timestamp and timestamptz,
+    where the wall clock is read as UTC, as the in-place change reads it, and not in the TimeZone
+    of whichever session writes the row."""
+    if not (source.array or target.array) and {source.base, target.base} == {"timestamp", "timestamptz"}:
+        return f"({sql} AT TIME ZONE 'UTC')::{target_sql}"
+    return f"{sql}::{target_sql}"
+
+
+def _scans_in_place(facts: TableFacts, new: types.PgType) -> bool:
+    """``ALTER COLUMN TYPE`` of an in-place pair still reads the whole table under ACCESS EXCLUSIVE
+    (measured): it checks the column's CHECK constraints again and rebuilds its expression and
+    partial indexes, and every index of a timestamp column made timestamptz (another operator class).
+    Such a change goes through a shadow column instead."""
+    if facts.checks:
+        return True
+    return any(ix.partial or ix.expression or new.base == "timestamptz" for ix in facts.indexes)
+
+
 def _conversion(sql: str, column: str, param_name: str) -> str:
     """The expression with the column replaced by the function's parameter."""
     from ...sql.rewrite import rewrite_column
@@ -215,12 +269,14 @@ class _Planner(Builder):
             op.rename_to is None
             and op.using is None
             and types.in_place(self.old_type, self.new_type, facts.server_version_num)
+            and not _scans_in_place(facts, self.new_type)
         )
         self.shadow = op.rename_to or names.fit(f"{self.c}_{names.PREFIX}_new", key=plan_id + ":shadow")
         self.function = names.function_name(plan_id)
         self.trigger_name = names.trigger_name(plan_id)
         self.up_fn = names.fit(f"{names.PREFIX}_{plan_id}_up", key=plan_id + ":up")
         self.down_fn = names.fit(f"{names.PREFIX}_{plan_id}_down", key=plan_id + ":down")
+        self.fails_fn = names.fit(f"{names.PREFIX}_{plan_id}_fails", key=plan_id + ":fails")
         self.nn = names.not_null_check(plan_id)
         self.fallible = op.using is not None or types.can_fail(self.old_type, self.new_type)
         self.down_fallible = op.down is not None or types.can_fail(self.new_type, self.old_type)
@@ -238,10 +294,10 @@ class _Planner(Builder):
 
     # -- conversions ----------------------------------------------------------------------
     def up_sql(self) -> str:
-        return self.op.using or f"{q(self.c)}::{self.new_sql}"
+        return self.op.using or _cast(q(self.c), self.old_type, self.new_type, self.new_sql)
 
     def down_sql(self) -> str:
-        return self.op.down or f"{q(self.shadow)}::{self.col.type_sql}"
+        return self.op.down or _cast(q(self.shadow), self.new_type, self.old_type, self.col.type_sql)
 
     def conversion_function(
         self, name: str, arg_type: str, result: str, body_sql: str, fallible: bool
@@ -250,14 +306,27 @@ class _Planner(Builder):
         the conversion alone, so no write ever runs inside it)."""
         fn = qualified(self.s, name)
         if fallible:
-            sql = (
-                f"CREATE OR REPLACE FUNCTION {fn}(v {arg_type}) RETURNS {result}\n"
-                "LANGUAGE plpgsql STABLE AS $ecm$\n"
-                f"BEGIN\n    RETURN {body_sql};\nEXCEPTION WHEN others THEN\n    RETURN NULL;\nEND\n$ecm$"
-            )
+            body = f"BEGIN\n    RETURN {body_sql};\nEXCEPTION WHEN others THEN\n    RETURN NULL;\nEND"
+            d = _dollar(body)
+            sql = f"CREATE OR REPLACE FUNCTION {fn}(v {arg_type}) RETURNS {result}\nLANGUAGE plpgsql STABLE AS {d}\n{body}\n{d}"
         else:
-            sql = f"CREATE OR REPLACE FUNCTION {fn}(v {arg_type}) RETURNS {result}\nLANGUAGE sql IMMUTABLE AS $ecm$ SELECT {body_sql} $ecm$"
+            d = _dollar(body_sql)
+            sql = f"CREATE OR REPLACE FUNCTION {fn}(v {arg_type}) RETURNS {result}\nLANGUAGE sql IMMUTABLE AS {d} SELECT {body_sql} {d}"
         return Step(f"create conversion function {name}", "ddl", sql, lock="none")
+
+    def fails_function(self) -> Step:
+        """``fails(v)``: whether the conversion raises for ``v``, which tells a value that does not
+        convert from one that converts to NULL on purpose (``--using "nullif(…)"``)."""
+        body = (
+            f"BEGIN\n    PERFORM {_conversion(self.up_sql(), self.c, 'v')};\n    RETURN false;\n"
+            "EXCEPTION WHEN others THEN\n    RETURN true;\nEND"
+        )
+        d = _dollar(body)
+        sql = (
+            f"CREATE OR REPLACE FUNCTION {qualified(self.s, self.fails_fn)}(v {self.col.type_sql}) RETURNS boolean\n"
+            f"LANGUAGE plpgsql STABLE AS {d}\n{body}\n{d}"
+        )
+        return Step(f"create conversion check {self.fails_fn}", "ddl", sql, lock="none")
 
     def up_call(self, arg: str) -> str:
         return f"{qualified(self.s, self.up_fn)}({arg})"
@@ -275,6 +344,8 @@ class _Planner(Builder):
                 self.fallible,
             )
         ]
+        if self.fallible:
+            steps.append(self.fails_function())
         if self.op.rename_to:
             steps.append(
                 self.conversion_function(
@@ -289,8 +360,14 @@ class _Planner(Builder):
 
     def drop_functions(self) -> list[Step]:
         out = []
-        for name, arg in ((self.up_fn, self.col.type_sql), (self.down_fn, self.new_sql)):
-            if name == self.down_fn and not self.op.rename_to:
+        for name, arg in (
+            (self.up_fn, self.col.type_sql),
+            (self.fails_fn, self.col.type_sql),
+            (self.down_fn, self.new_sql),
+        ):
+            if (name == self.down_fn and not self.op.rename_to) or (
+                name == self.fails_fn and not self.fallible
+            ):
                 continue
             out.append(
                 Step(
@@ -322,10 +399,9 @@ class _Planner(Builder):
                 f"    ELSIF NEW.{n} IS DISTINCT FROM OLD.{n} THEN\n        NEW.{o} := {down};\n"
                 f"    ELSE\n        NEW.{n} := {up};\n    END IF;\n"
             )
-        return (
-            f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger\nLANGUAGE plpgsql AS $ecm$\nBEGIN\n"
-            f"{body}    RETURN NEW;\nEND\n$ecm$"
-        )
+        body = f"BEGIN\n{body}    RETURN NEW;\nEND"
+        d = _dollar(body)
+        return f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger\nLANGUAGE plpgsql AS {d}\n{body}\n{d}"
 
     # -- phases ---------------------------------------------------------------------------
     def expand(self) -> Phase:
@@ -444,6 +520,7 @@ class _Planner(Builder):
             up += self.rename_to_contract()
         else:
             up.append(self.swap_step())
+            up.append(self.drop_trigger(self.function, self.trigger_name)[1])  # the swap dropped the trigger
             up += self.drop_functions()
         return Phase(
             "contract",
@@ -482,8 +559,19 @@ class _Planner(Builder):
         if col.default is not None and not col.identity:
             lines.append(f"ALTER TABLE {t} ALTER COLUMN {q(retired)} DROP DEFAULT;")
             lines.append(f"ALTER TABLE {t} ALTER COLUMN {c} SET DEFAULT {col.default};")
-        if col.owned_sequence:
-            lines.append(f"ALTER SEQUENCE {col.owned_sequence} OWNED BY {t}.{c};")
+        if col.owned_sequence and not col.identity:  # an identity's sequence goes with DROP IDENTITY
+            seq = col.owned_sequence
+            lines.append(f"ALTER SEQUENCE {seq} OWNED BY {t}.{c};")
+            size = _INTEGER_SIZES.get(self.new_type.base)
+            if size and not self.new_type.array:
+                # A serial's sequence is as wide as the column was: a bigint column fed by an integer
+                # sequence still stops at 2^31 - 1. Widened with the column, never narrowed.
+                alter = literal(f"ALTER SEQUENCE {seq} AS {self.new_sql}")
+                lines.append(
+                    f"EXECUTE (SELECT CASE WHEN t.typlen < {size} THEN {alter} ELSE 'SELECT' END "
+                    "FROM pg_sequence s JOIN pg_type t ON t.oid = s.seqtypid "
+                    f"WHERE s.seqrelid = {literal(seq)}::regclass);"
+                )
         if col.identity:
             # The identity moves to the new column and continues where the old sequence stood.
             kind = "ALWAYS" if col.identity == "a" else "BY DEFAULT"
@@ -521,7 +609,9 @@ class _Planner(Builder):
         body = "\n".join(
             "    " + (line if line.startswith("EXECUTE") else f"EXECUTE {literal(line)};") for line in lines
         )
-        sql = f"DO $ecm_swap$\nDECLARE\n    next_value bigint;\nBEGIN\n{body}\nEND\n$ecm_swap$"
+        body = f"DECLARE\n    next_value bigint;\nBEGIN\n{body}\nEND"
+        d = _dollar(body, "ecm_swap")
+        sql = f"DO {d}\n{body}\n{d}"
         done = (
             "SELECT NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
             f"{literal(t)}::regclass AND attname = {literal(self.shadow)} AND NOT attisdropped)"
@@ -581,7 +671,8 @@ class _Planner(Builder):
             Step(
                 f"convert {self.c} back to {self.col.type_sql}",
                 "swap",
-                f"ALTER TABLE {t} ALTER COLUMN {q(self.c)} TYPE {self.type_of(self.col)} USING {q(self.c)}::{self.col.type_sql}",
+                f"ALTER TABLE {t} ALTER COLUMN {q(self.c)} TYPE {self.type_of(self.col)} "
+                f"USING {_cast(q(self.c), self.new_type, self.old_type, self.col.type_sql)}",
                 lock="ACCESS EXCLUSIVE for a table rewrite: a rollback, not an online change",
                 skip_if=(
                     "SELECT format_type(atttypid, atttypmod) = "
@@ -607,8 +698,11 @@ class _Planner(Builder):
         back = f"ALTER TABLE {t} ALTER COLUMN {c} TYPE {self.type_of(self.col)}"
         if pin:
             # The result depends on TimeZone: pinned to UTC in the same transaction (no rewrite then).
-            alter = f"DO $ecm$ BEGIN PERFORM set_config('TimeZone', 'UTC', true); EXECUTE {literal(alter)}; END $ecm$"
-            back = f"DO $ecm$ BEGIN PERFORM set_config('TimeZone', 'UTC', true); EXECUTE {literal(back)}; END $ecm$"
+            alter, back = (
+                f"DO {_dollar(sql)} BEGIN PERFORM set_config('TimeZone', 'UTC', true); EXECUTE {literal(sql)}; "
+                f"END {_dollar(sql)}"
+                for sql in (alter, back)
+            )
         done = (
             "SELECT format_type(atttypid, atttypmod) = format_type("
             f"{literal(self.new_sql)}::regtype, NULL) OR format_type(atttypid, atttypmod) = {literal(self.new_sql)} "
@@ -692,11 +786,25 @@ class _Planner(Builder):
             f"{q(self.shadow)} IS DISTINCT FROM {self.up_call(q(self.c))} "
             f"OR ({q(self.c)} IS NOT NULL AND {q(self.shadow)} IS NULL)"
         )
+        label, fix = None, None
+        if self.fallible:
+            # A NULL the conversion returned is a value (nullif …); a conversion that raised is not.
+            verify = (
+                f"{q(self.shadow)} IS DISTINCT FROM {self.up_call(q(self.c))} "
+                f"OR ({q(self.shadow)} IS NULL AND {qualified(self.s, self.fails_fn)}({q(self.c)}))"
+            )
+            label = f"hold a value of {q(self.c)} that does not convert to {self.new_sql}"
+            fix = (
+                "update them to values that convert (any UPDATE of the row converts it again), "
+                "then run the contract again"
+            )
         forward = self.backfill_spec(
             self.plan_id,
             set_sql=f"{q(self.shadow)} = {self.up_call(q(self.c))}",
             pending_sql=f"{q(self.shadow)} IS DISTINCT FROM {self.up_call(q(self.c))}",
             mismatch_sql=verify,
+            mismatch_label=label,
+            mismatch_fix=fix,
         )
         # Rolling back the same-name contract re-creates the shadow and fills it again: a spec of
         # its own, so the first backfill's completed checkpoints do not make it a no-op.
@@ -716,6 +824,7 @@ class _Planner(Builder):
             self.function,
             self.trigger_name,
             self.up_fn,
+            *([self.fails_fn] if self.fallible else []),
             *self.index_names.values(),
             *self.check_names.values(),
             *self.fk_names.values(),
