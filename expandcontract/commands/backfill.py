@@ -156,7 +156,10 @@ def register(app: typer.Typer) -> None:
         if result.ok:
             common.say(f"verified {plan}: {result.rows_checked:,} rows in step")
             return
-        common.say(f"{result.mismatch_count:,} of {result.rows_checked:,} rows are out of step; first keys:")
+        what = spec.mismatch_label or "are out of step"
+        common.say(
+            f"{result.mismatch_count:,} of {result.rows_checked:,} rows {what}; first keys:", markup=False
+        )
         for key in result.mismatches:
             common.say("  " + ", ".join(f"{k}={v}" for k, v in key.items()), markup=False)
         from ..backfill.spec import shown_keys

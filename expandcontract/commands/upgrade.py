@@ -141,9 +141,11 @@ def _render(common: Common, doc: dict[str, Any]) -> None:
             common.say(f"    - {reason}")
     for bf in doc["backfills"]:
         state = bf.get("action") or ("verified" if bf.get("verified") else "NOT verified")
+        if bf.get("rows"):
+            state += f", {bf['rows']} rows"
         if bf.get("problems"):
             state += ": " + "; ".join(bf["problems"])
-        common.say(f"backfill {bf['plan_id']}: {state}" + (f", {bf['rows']} rows" if bf.get("rows") else ""))
+        common.say(f"backfill {bf['plan_id']}: {state}")
     for c in doc["contracts"]["applied"]:
         common.say(f"contract {c['plan_id']} applied" + (" (forced)" if c.get("forced") else ""))
     _render_held(common, doc)

@@ -306,8 +306,10 @@ def guard_sql(plan: dict[str, Any], *, contract: bool) -> str:
             f"            {plan_id}, COALESCE(status, 'not recorded'), {plan_id};\n"
             "    END IF;\n"
             f"    IF EXISTS (SELECT 1 FROM {qualified(bf['schema'], bf['table'])} WHERE {bf['mismatch_sql']} LIMIT 1) THEN\n"
-            "        RAISE EXCEPTION 'ecm: contract % refused: rows of % are out of step; run the backfill first',\n"
-            f"            {plan_id}, {literal(bf['schema'] + '.' + bf['table'])};\n"
+            "        RAISE EXCEPTION 'ecm: contract % refused: rows of % %; %',\n"
+            f"            {plan_id}, {literal(bf['schema'] + '.' + bf['table'])}, "
+            f"{literal(bf.get('mismatch_label') or 'are out of step')}, "
+            f"{literal(bf.get('mismatch_fix') or 'run the backfill first')};\n"
             "    END IF;"
         )
     for table, columns in removes.items():

@@ -4,7 +4,9 @@ Three shapes, chosen from the pair of types (see :mod:`expandcontract.plan.types
 
 * **in place** — the change only touches the catalog on this server (varchar(n) → longer or
   text, numeric precision at the same scale, timestamp → timestamptz with TimeZone pinned to
-  UTC): one ``ALTER COLUMN … TYPE`` in the contract, under lock_timeout.
+  UTC): one ``ALTER COLUMN … TYPE`` in the contract, under lock_timeout. Not when that statement
+  would still read the table (a CHECK on the column, an expression or partial index, any index
+  of a timestamp column): such a pair goes through a shadow column like the next shape.
 * **same name** — old and new code can both use the column through the deploy (int → bigint,
   numeric widening, …): a shadow column of the new type kept in step by a trigger, backfilled,
   then swapped in under the old name in one short transaction in the contract.
@@ -789,11 +791,15 @@ class _Planner(Builder):
         label, fix = None, None
         if self.fallible:
             # A NULL the conversion returned is a value (nullif …); a conversion that raised is not.
-            verify = (
-                f"{q(self.shadow)} IS DISTINCT FROM {self.up_call(q(self.c))} "
-                f"OR ({q(self.shadow)} IS NULL AND {qualified(self.s, self.fails_fn)}({q(self.c)}))"
+            # The new column of a NOT NULL one will be NOT NULL too: there, NULL is no value either.
+            null = (
+                f"{q(self.shadow)} IS NULL"
+                if not self.col.nullable
+                else f"({q(self.shadow)} IS NULL AND {qualified(self.s, self.fails_fn)}({q(self.c)}))"
             )
-            label = f"hold a value of {q(self.c)} that does not convert to {self.new_sql}"
+            verify = f"{q(self.shadow)} IS DISTINCT FROM {self.up_call(q(self.c))} OR {null}"
+            target = self.new_sql + ("" if self.col.nullable else " NOT NULL")
+            label = f"hold a value of {q(self.c)} that does not convert to {target}"
             fix = (
                 "update them to values that convert (any UPDATE of the row converts it again), "
                 "then run the contract again"
