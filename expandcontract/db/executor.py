@@ -56,6 +56,27 @@ def _set(conn: Connection, name: str, value: str) -> None:
     _run(conn, f"SELECT set_config({literal(name)}, {literal(value)}, false)")
 
 
+def _below_deadlock_timeout(conn: Connection) -> None:
+    """Keep a DDL step's lock wait under half the server's ``deadlock_timeout``.
+
+    A statement that locks two tables (a foreign key: the referencing table, then the
+    referenced one) can hold the first while it queues for the second behind an application
+    transaction that, in turn, queues for the first (an ``ON UPDATE CASCADE`` write). The
+    deadlock check runs in whichever backend has waited ``deadlock_timeout`` first, and that
+    one is cancelled: without this cap it can be the application's. Measured in the
+    conformance suite (``deadlock detected`` on new code's update during rename-column's
+    contract). Giving up earlier costs one retry with backoff; ``deadlock_timeout`` itself
+    needs a superuser to change, so the cap follows it instead.
+    """
+    _run(
+        conn,
+        "SELECT set_config('lock_timeout', (d.setting::int / 2)::text, false) "
+        "FROM pg_catalog.pg_settings d, pg_catalog.pg_settings l "
+        "WHERE d.name = 'deadlock_timeout' AND l.name = 'lock_timeout' "
+        "AND (l.setting::int = 0 OR l.setting::int > d.setting::int / 2)",
+    )
+
+
 def reset(conn: Connection) -> None:
     """Leave the session as we found it: later migrations in the same run must not inherit our timeouts."""
     _run(conn, "RESET lock_timeout")
@@ -106,6 +127,7 @@ def execute(conn: Connection, step: Step, timeouts: Timeouts | None = None) -> s
             _set(conn, "statement_timeout", "0")
         else:
             _set(conn, "lock_timeout", timeouts.lock_timeout)
+            _below_deadlock_timeout(conn)
             _set(conn, "statement_timeout", timeouts.statement_timeout)
         if already_done(conn, step):
             return "skipped"
