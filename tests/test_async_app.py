@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from .conftest import Result, run_ecm
 from .project import columns
@@ -368,3 +369,7 @@ def test_async_app_renames_under_traffic_with_zero_errors(tmp_path: Path, databa
         f"rows checked={len(expected)} inserted v1={len(old.inserted)} v2={len(new.inserted)} "
         f"final rows={total[0] if total else None} ecm seconds={timings}"
     )
+
+
+#: Project shapes, drivers and frameworks: the same on every server version (.ci/run runs them once).
+pytestmark = pytest.mark.server_independent

@@ -154,3 +154,7 @@ def test_summary_folds_processes_per_phase_and_version() -> None:
     # A request error and a process that never reported both count.
     assert out["errors_total"] == 2
     assert out["error_samples"] == ["v1: [expand] boom"]
+
+
+#: Project shapes, drivers and frameworks: the same on every server version (.ci/run runs them once).
+pytestmark = pytest.mark.server_independent

@@ -298,3 +298,7 @@ def test_multidb_repository_is_refused_before_any_file(tmp_path: Path, database_
     assert len(error_lines(result)) == 1 and "multidb" in error_lines(result)[0], result.stderr
     assert list((root / "migrations" / "versions").glob("*.py")) == []
     assert not (root / "migrations" / "contracts").exists()
+
+
+#: Project shapes, drivers and frameworks: the same on every server version (.ci/run runs them once).
+pytestmark = pytest.mark.server_independent

@@ -254,3 +254,7 @@ def test_ecm_init_needs_no_url_when_env_py_knows_it(tmp_path: Path, database_url
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["schema"] == "ecm"
+
+
+#: Project shapes, drivers and frameworks: the same on every server version (.ci/run runs them once).
+pytestmark = pytest.mark.server_independent

@@ -236,3 +236,7 @@ def test_a_version_table_of_its_own(tmp_path: Path, database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT to_regclass('public.alembic_version')").fetchone() == (None,)
         assert "full_name" in columns(conn, "accounts")
+
+
+#: Project shapes, drivers and frameworks: the same on every server version (.ci/run runs them once).
+pytestmark = pytest.mark.server_independent
