@@ -14,7 +14,6 @@ Expressions inside them are printed by pglast (``CAST(x AS t)`` for ``x::t``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from pglast import ast, parse_sql
@@ -24,6 +23,7 @@ from pglast.parser import ParseError, scan
 from pglast.stream import RawStream
 
 from ..errors import BadInput
+from .expressions import as_expression, one_line, walk
 from .quoting import q, qualified
 
 __all__ = [
@@ -40,17 +40,13 @@ __all__ = [
 # -- reading -------------------------------------------------------------------------------
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _parse_index(definition: str) -> ast.IndexStmt:
     try:
         statements = parse_sql(definition)
     except ParseError as exc:
-        raise BadInput(f"cannot read index definition {_one_line(definition)!r}: {exc}") from exc
+        raise BadInput(f"cannot read index definition {one_line(definition)!r}: {exc}") from exc
     if len(statements) != 1 or not isinstance(statements[0].stmt, ast.IndexStmt):
-        raise BadInput(f"not a single CREATE INDEX statement: {_one_line(definition)!r}")
+        raise BadInput(f"not a single CREATE INDEX statement: {one_line(definition)!r}")
     return statements[0].stmt
 
 
@@ -63,26 +59,11 @@ def _parse_expression(expr: str) -> ast.Node:
     try:
         statements = parse_sql(f"SELECT {expr}")
     except ParseError as exc:
-        raise BadInput(f"cannot read expression {_one_line(expr)!r}: {exc}") from exc
-    statement = statements[0].stmt if len(statements) == 1 else None
-    targets: tuple[Any, ...] = getattr(statement, "targetList", None) or ()
-    value = targets[0].val if len(targets) == 1 and targets[0].name is None else None
-    if isinstance(statement, ast.SelectStmt) and isinstance(value, ast.Node):
-        expected: Any = parse_sql("SELECT NULL")[0].stmt
-        expected.targetList[0].val = value
-        if statement == expected:
-            return value
-    raise BadInput(f"not a single SQL expression: {_one_line(expr)!r}")
-
-
-def _walk(node: Any) -> Iterator[ast.Node]:
-    if isinstance(node, ast.Node):
-        yield node
-        for attribute in node:
-            yield from _walk(getattr(node, attribute))
-    elif isinstance(node, tuple | list):
-        for item in node:
-            yield from _walk(item)
+        raise BadInput(f"cannot read expression {one_line(expr)!r}: {exc}") from exc
+    value = as_expression(statements)
+    if value is None:
+        raise BadInput(f"not a single SQL expression: {one_line(expr)!r}")
+    return value
 
 
 def _names(fields: tuple[Any, ...] | None) -> list[str | None]:
@@ -130,7 +111,7 @@ class _Renamer:
             self.renamed += 1
 
     def __call__(self, tree: Any) -> None:
-        for node in _walk(tree):
+        for node in walk(tree):
             if isinstance(node, ast.ColumnRef):
                 self.column_ref(node)
             elif isinstance(node, ast.IndexElem):
@@ -306,19 +287,19 @@ def rewrite_index_definition(
     is the exception: it has no reference to move, and its copy covers ``new`` too.
     """
     stmt = _parse_index(definition)
-    label = q(stmt.idxname) if stmt.idxname else _one_line(definition)
+    label = q(stmt.idxname) if stmt.idxname else one_line(definition)
     if old != new:
         renamer = _Renamer(old, new, stmt.relation)
         renamer([stmt.indexParams, stmt.indexIncludingParams, stmt.whereClause])
         if renamer.unmovable:
             raise BadInput(
                 f"index {label}: cannot move the reference {renamer.unmovable[0]} to column {q(new)}; "
-                f"definition: {_one_line(definition)}"
+                f"definition: {one_line(definition)}"
             )
         if not renamer.renamed and not renamer.whole_row:
             raise BadInput(
                 f"index {label} does not reference column {q(old)}, so it cannot be moved to {q(new)}; "
-                f"definition: {_one_line(definition)}"
+                f"definition: {one_line(definition)}"
             )
     stmt.idxname = new_name
     stmt.if_not_exists = True
@@ -340,10 +321,10 @@ def rewrite_column(expr: str, old: str, new: str, *, table: str | None = None) -
     renamer(tree)
     if renamer.unmovable:
         raise BadInput(
-            f"cannot move the reference {renamer.unmovable[0]} to column {q(new)} in {_one_line(expr)!r}"
+            f"cannot move the reference {renamer.unmovable[0]} to column {q(new)} in {one_line(expr)!r}"
         )
     if not renamer.renamed:
-        raise BadInput(f"expression {_one_line(expr)!r} does not reference column {q(old)}")
+        raise BadInput(f"expression {one_line(expr)!r} does not reference column {q(old)}")
     sql = _expression_sql(tree)
     if _parse_expression(sql) != tree:
         raise BadInput(f"expression does not survive printing: {sql}")
@@ -367,7 +348,7 @@ def has_keyword(sql: str, keyword: str) -> bool:
     try:
         found = scan(sql)
     except ParseError as exc:
-        raise BadInput(f"cannot read SQL {_one_line(sql)[:200]!r}: {exc}") from exc
+        raise BadInput(f"cannot read SQL {one_line(sql)[:200]!r}: {exc}") from exc
     for token in found:
         text = sql[token.start : token.end + 1]
         bare_word = token.kind != "NO_KEYWORD" or (token.name == "IDENT" and not text.startswith('"'))

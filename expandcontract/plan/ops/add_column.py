@@ -35,7 +35,6 @@ the type, the default or the fill.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -45,6 +44,7 @@ from pglast.parser import ParseError
 from pglast.stream import RawStream
 
 from ...errors import BadInput
+from ...sql.expressions import is_null, one_line, single, walk
 from ...sql.quoting import literal, q, qualified
 from .. import checks, names
 from ..blocks import Builder
@@ -135,20 +135,6 @@ _PROCEDURE_TAG = "$ecm$"
 # -- reading TYPE, --default and --fill ------------------------------------------------------------
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _walk(node: Any) -> Iterator[ast.Node]:
-    if isinstance(node, ast.Node):
-        yield node
-        for attribute in node:
-            yield from _walk(getattr(node, attribute))
-    elif isinstance(node, tuple | list):
-        for item in node:
-            yield from _walk(item)
-
-
 @dataclass(frozen=True)
 class ColumnType:
     """TYPE as PostgreSQL's parser read it, printed back (so what runs is what was checked)."""
@@ -166,7 +152,7 @@ class ColumnType:
 def parse_type(text: str) -> ColumnType:
     """TYPE alone, compared as a tree with ``CAST(NULL AS …)`` carrying it, so nothing can
     ride along (a second statement, a constraint, a comment hiding a parenthesis)."""
-    shown = _one_line(text)
+    shown = one_line(text)
     if not shown:
         raise BadInput('TYPE is empty: give a type, e.g. text or "varchar(20)"')
     wrong = BadInput(
@@ -233,30 +219,7 @@ class Expression:
 
 
 def _expression(text: str, option: str) -> ast.Node:
-    """``text`` as one expression: compared, as a tree, with ``SELECT NULL`` carrying it."""
-    shown = _one_line(text)
-    if not shown:
-        raise BadInput(f"{option} is empty: give a SQL expression")
-    wrong = BadInput(f"{option} {shown!r} is not a single SQL expression")
-    try:
-        statements = parse_sql(f"SELECT {text}")
-    except ParseError as exc:
-        raise BadInput(f"{option} {shown!r} is not a single SQL expression: {exc}") from None
-    statement = statements[0].stmt if len(statements) == 1 else None
-    targets: tuple[Any, ...] = getattr(statement, "targetList", None) or ()
-    value = targets[0].val if len(targets) == 1 and targets[0].name is None else None
-    if isinstance(statement, ast.SelectStmt) and isinstance(value, ast.Node):
-        expected: Any = parse_sql("SELECT NULL")[0].stmt
-        expected.targetList[0].val = value
-        if statement == expected:
-            return value
-    raise wrong
-
-
-def _is_null(node: ast.Node) -> bool:
-    while isinstance(node, ast.TypeCast) and node.arg is not None:
-        node = node.arg
-    return isinstance(node, ast.A_Const) and bool(node.isnull)
+    return single(text, option)
 
 
 def volatile_part(tree: ast.Node) -> str | None:
@@ -265,7 +228,7 @@ def volatile_part(tree: ast.Node) -> str | None:
     Unknown means volatile: the price of a wrong "volatile" is a backfill, the price of a
     wrong "not volatile" a rewrite under ACCESS EXCLUSIVE (which the expand's probe refuses).
     """
-    for node in _walk(tree):
+    for node in walk(tree):
         if not isinstance(node, _PLAIN_NODES):
             return type(node).__name__
         if isinstance(node, ast.FuncCall):
@@ -296,10 +259,10 @@ def parse_expression(
     column reference (PostgreSQL forbids them there). A fill may read other columns of the
     row by their bare names; with facts, each must exist.
     """
-    shown = _one_line(text)
+    shown = one_line(text)
     tree = _expression(text, option)
     reads: list[str] = []
-    for node in _walk(tree):
+    for node in walk(tree):
         if isinstance(node, ast.SubLink):
             raise BadInput(
                 f"{option} {shown!r} contains a subquery; use a plain expression (functions are fine)"
@@ -352,8 +315,8 @@ def parse_expression(
             "procedure; write that text another way (e.g. '$' || 'ecm$')"
         )
     compound = not isinstance(tree, ast.A_Const | ast.FuncCall | ast.TypeCast | ast.SQLValueFunction)
-    calls = any(isinstance(n, ast.FuncCall | ast.SQLValueFunction) for n in _walk(tree))
-    return Expression(text, sql, _is_null(tree), volatile_part(tree), tuple(reads), compound, calls)
+    calls = any(isinstance(n, ast.FuncCall | ast.SQLValueFunction) for n in walk(tree))
+    return Expression(text, sql, is_null(tree), volatile_part(tree), tuple(reads), compound, calls)
 
 
 def _dollar_quoted(body: str, tag: str = "ecm_probe") -> str:
@@ -428,12 +391,12 @@ class AddColumn(Operation):
                 )
             if default.null:
                 raise BadInput(
-                    f"--default {_one_line(default.text)!r} is NULL: with --not-null every insert that "
+                    f"--default {one_line(default.text)!r} is NULL: with --not-null every insert that "
                     "leaves the column out would fail"
                 )
             if fill is not None and fill.null:
                 raise BadInput(
-                    f"--fill {_one_line(fill.text)!r} is NULL: existing rows would stay NULL, which "
+                    f"--fill {one_line(fill.text)!r} is NULL: existing rows would stay NULL, which "
                     "--not-null forbids"
                 )
 

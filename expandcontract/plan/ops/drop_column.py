@@ -33,8 +33,9 @@ from pglast.enums.parsenodes import A_Expr_Kind
 from pglast.parser import ParseError
 
 from ...errors import BadInput
+from ...sql.expressions import walk
 from ...sql.quoting import literal, q, qualified
-from ...sql.rewrite import _expression_sql, _parse_expression, _walk, rewrite_index_definition
+from ...sql.rewrite import _expression_sql, _parse_expression, rewrite_index_definition
 from .. import checks, names
 from ..blocks import Builder
 from ..facts import CheckFact, IndexFact, TableFacts
@@ -115,7 +116,7 @@ def fill_expression(text: str) -> Fill:
         tree = _parse_expression(text)
     except BadInput as exc:
         raise BadInput(f"--fill is not a single SQL expression: {exc}") from exc
-    nodes = list(_walk(tree))
+    nodes = list(walk(tree))
     if any(isinstance(n, ast.ColumnRef) for n in nodes):
         raise BadInput(
             f"--fill {text!r} refers to a column; a DEFAULT cannot (write a constant or a function call, "
@@ -134,7 +135,7 @@ def fill_expression(text: str) -> Fill:
 
 def _referenced(tree: object) -> set[str]:
     found: set[str] = set()
-    for n in _walk(tree):
+    for n in walk(tree):
         if isinstance(n, ast.ColumnRef) and n.fields and isinstance(n.fields[-1], ast.String):
             found.add(str(n.fields[-1].sval))
         elif isinstance(n, ast.IndexElem) and n.name:
@@ -160,7 +161,7 @@ def _null_aware(expression: str) -> bool:
     Most operators and functions return NULL for a NULL argument, and a CHECK accepts NULL;
     these constructs are the usual ways a check tells NULL apart.
     """
-    for n in _walk(_parse_expression(expression)):
+    for n in walk(_parse_expression(expression)):
         if isinstance(n, ast.NullTest | ast.BooleanTest | ast.CoalesceExpr | ast.MinMaxExpr | ast.CaseExpr):
             return True
         if isinstance(n, ast.A_Expr) and n.kind in (

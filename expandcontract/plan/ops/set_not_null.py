@@ -23,17 +23,16 @@ that drops or renames one while this one is in flight would break the trigger.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from pglast import ast, parse_sql
-from pglast.parser import ParseError
+from pglast import ast
 from pglast.stream import RawStream
 
 from ...errors import BadInput
 from ...guard import NOT_NULL
 from ...sql import trigger as trig
+from ...sql.expressions import is_null, one_line, single, walk
 from ...sql.quoting import literal, q, qualified
 from .. import checks, names
 from ..blocks import Builder
@@ -120,45 +119,8 @@ class SetNotNull(Operation):
 # -- the fill ---------------------------------------------------------------------------------
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _walk(node: Any) -> Iterator[ast.Node]:
-    if isinstance(node, ast.Node):
-        yield node
-        for attribute in node:
-            yield from _walk(getattr(node, attribute))
-    elif isinstance(node, tuple | list):
-        for item in node:
-            yield from _walk(item)
-
-
 def _expression(text: str) -> ast.Node:
-    """``text`` as one expression: compared, as a tree, with ``SELECT NULL`` carrying it, so a
-    second statement, a FROM or a second target cannot ride along."""
-    shown = _one_line(text)
-    if not shown:
-        raise BadInput("--fill is empty: give a SQL expression, e.g. --fill \"''\"")
-    try:
-        statements = parse_sql(f"SELECT {text}")
-    except ParseError as exc:
-        raise BadInput(f"--fill {shown!r} is not a single SQL expression: {exc}") from None
-    statement = statements[0].stmt if len(statements) == 1 else None
-    targets: tuple[Any, ...] = getattr(statement, "targetList", None) or ()
-    value = targets[0].val if len(targets) == 1 and targets[0].name is None else None
-    if isinstance(statement, ast.SelectStmt) and isinstance(value, ast.Node):
-        expected: Any = parse_sql("SELECT NULL")[0].stmt
-        expected.targetList[0].val = value
-        if statement == expected:
-            return value
-    raise BadInput(f"--fill {shown!r} is not a single SQL expression")
-
-
-def _is_null(node: ast.Node) -> bool:
-    while isinstance(node, ast.TypeCast) and node.arg is not None:
-        node = node.arg
-    return isinstance(node, ast.A_Const) and bool(node.isnull)
+    return single(text, "--fill", example=" e.g. --fill \"''\"")
 
 
 def _printed(node: ast.Node, shown: str) -> str:
@@ -184,13 +146,13 @@ def parse_fill(text: str, column: str, facts: TableFacts | None = None) -> Fill:
     references (the trigger sees the row as NEW, the backfill as the table), and the column
     itself (it is NULL wherever the fill is used).
     """
-    shown = _one_line(text)
+    shown = one_line(text)
     tree = _expression(text)
-    if _is_null(tree):
+    if is_null(tree):
         raise BadInput(f"--fill {shown!r} is NULL: it would leave every NULL in place")
     reads: list[str] = []
     refs: list[ast.ColumnRef] = []
-    for node in _walk(tree):
+    for node in walk(tree):
         if isinstance(node, ast.SubLink):
             raise BadInput(
                 f"--fill {shown!r} contains a subquery; use a plain expression (functions are fine)"
@@ -532,7 +494,7 @@ class _Planner(Builder):
             spec = self.backfill_spec(
                 self.id, set_sql=f"{self.c} = {self.fill.update_sql}", pending_sql=null, mismatch_sql=null
             ).to_json()
-        fill_text = f" (fill {_one_line(self.fill.text)})" if self.fill is not None else ""
+        fill_text = f" (fill {one_line(self.fill.text)})" if self.fill is not None else ""
         return Plan(
             plan_id=self.id,
             operation=self.op.kind,
