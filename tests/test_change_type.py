@@ -242,7 +242,7 @@ def test_timestamp_to_timestamptz_reads_the_values_as_utc_in_any_session_zone(
 ) -> None:
     """The database's default zone and the ecm (or psql) process's own (PGTZ) are neither UTC: the
     contract's set_config pins UTC inside its own transaction, so no rewrite and no shifted instant."""
-    dbname = database_url.rsplit("/", 1)[1]
+    dbname = db.info.dbname  # the URL may carry the host as a query parameter (embedded server)
     db.execute(f"ALTER DATABASE \"{dbname}\" SET TimeZone = 'Asia/Kolkata'")
     project = new_project(tmp_path, database_url, db, TIMESTAMPS)
     storage = relfilenodes(db, "events")

@@ -106,7 +106,12 @@ def test_contract_drops_indexes_concurrently_then_constraints_then_the_column(
     db.execute(RECORD_DROPS)
     ok(project, "upgrade", "--allow-no-reporters")
     drops = db.execute("SELECT tag, query, objects FROM drops ORDER BY n").fetchall()
-    mine = [(tag, query, objects) for tag, query, objects in drops if "items" in query]
+    # The expand's DROP NOT NULL drops a catalogued not-null constraint on PostgreSQL 18+ (none before).
+    mine = [
+        (tag, query, objects)
+        for tag, query, objects in drops
+        if "items" in query and "DROP NOT NULL" not in query
+    ]
     assert [tag for tag, _, _ in mine] == ["DROP INDEX"] * 3 + ["ALTER TABLE"] * 3, mine
     for _, query, _ in mine[:3]:
         assert "CONCURRENTLY" in query

@@ -38,6 +38,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 import warnings
 import weakref
@@ -161,6 +162,10 @@ def _is_async_engine(bind: object) -> bool:
     # importing it here would fail in sync applications without greenlet (it is optional).
     module = sys.modules.get("sqlalchemy.ext.asyncio")
     return module is not None and isinstance(bind, module.AsyncEngine)
+
+
+#: Seconds between pausing prepared statements and confirming a swap (see ``_swaps``).
+PAUSE_GRACE = 0.5
 
 
 class LiveReporter:
@@ -574,6 +579,9 @@ class LiveReporter:
                 mine = [(sid, t) for sid, t in swaps.pending(conn) if t in (self.usage or {})]
                 if mine and not self.prepared.paused:
                     n = self.prepared.pause()
+                    # A statement that looked up its prepared name just before the pause sends it
+                    # within moments; confirm only after that (a stalled event loop took longer).
+                    time.sleep(PAUSE_GRACE)
                     log.info(
                         "prepared_paused",
                         app=self.app,
