@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -63,12 +64,14 @@ def _cli_parameters(op_cls: type[Operation]) -> list[inspect.Parameter]:
     from ..plan.ops.base import Param
 
     params: list[inspect.Parameter] = []
-    hints = __import__("typing").get_type_hints(op_cls)
+    hints = typing.get_type_hints(op_cls)
     for f in dataclasses.fields(op_cls):
         spec = f.metadata.get("cli")
         if not isinstance(spec, Param):
             continue
         kind = hints[f.name]
+        if typing.get_origin(kind) is tuple:  # tuple[str, ...]: variadic argument / repeated option
+            kind = list[str] | None if f.default is not dataclasses.MISSING else list[str]
         if spec.option is None:
             marker: Any = typer.Argument(help=spec.help, metavar=spec.metavar or f.name.upper())
         else:
@@ -93,7 +96,18 @@ def _register(op_cls: type[Operation]) -> None:
 
     def body(common: Common, **values: Any) -> None:
         options = {name: values.pop(name) for name in _SHARED}
+        for name, value in values.items():
+            if isinstance(value, list):
+                values[name] = tuple(value)
+            elif value is None and name in _tuples:
+                values[name] = ()
         run_plan(common, op_cls(**values), **options)
+
+    _tuples = {
+        f.name
+        for f in dataclasses.fields(op_cls)
+        if typing.get_origin(typing.get_type_hints(op_cls).get(f.name)) is tuple
+    }
 
     body.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter("common", inspect.Parameter.POSITIONAL_OR_KEYWORD), *own, *shared]
@@ -169,15 +183,37 @@ def _facts(
 
         metadata = load_metadata(from_metadata)
         return facts_from_metadata(metadata, op.schema, op.table, op.column()), set(), []
-    from ..db.catalog import read_table_facts
     from ..db.engine import connect
     from ..revisions.inflight import active_in_db
 
     with connect(common.engine()) as conn:
-        facts = read_table_facts(conn, op.schema, op.table, op.column())
+        facts = _read(conn, op)
         active, finished = active_in_db(conn)
         conn.rollback()
     return facts, finished, active
+
+
+def _read(conn: Any, op: Operation) -> TableFacts:
+    """The facts an operation plans from: its table's (found from its index when it names
+    one), or the server's alone for an operation without a table; plus related tables'."""
+    import dataclasses as dc
+
+    from ..db.catalog import read_table_facts, server_facts, table_of_index
+
+    index = op.index_name()
+    if index is not None:
+        schema, table = table_of_index(conn, op.schema, index)
+        op = dc.replace(op, schema=schema, table=table)
+    if not op.table and not op.needs_table:
+        return server_facts(conn, op.schema)
+    facts = read_table_facts(conn, op.schema, op.table, op.column(), whole=op.whole_table)
+    related = {}
+    for schema, table in op.related(facts):
+        other = read_table_facts(conn, schema, table, None, whole=True)
+        related[f"{other.schema}.{other.name}"] = other.to_json()
+    if related:
+        facts = dc.replace(facts, extra={**facts.extra, "related": related})
+    return facts
 
 
 def _write(project: Any, plan: Plan, message: str | None, dry_run: bool) -> list[dict[str, Any]]:

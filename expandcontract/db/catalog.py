@@ -277,9 +277,11 @@ def _fk_rows(conn: Connection, oid: int, attnum: int) -> Sequence[Row]:
                con.confupdtype::text AS on_update, con.confdeltype::text AS on_delete,
                con.confmatchtype::text AS match_type, con.condeferrable AS deferrable,
                con.condeferred AS deferred, con.convalidated AS valid,
-               (con.conrelid = CAST(:oid AS oid) AND CAST(:attnum AS int2) = ANY (con.conkey)
+               (con.conrelid = CAST(:oid AS oid)
+                AND (CAST(:whole AS bool) OR CAST(:attnum AS int2) = ANY (con.conkey))
                 AND (p.oid IS NULL OR p.conrelid <> con.conrelid)) AS outgoing,
-               (con.confrelid = CAST(:oid AS oid) AND CAST(:attnum AS int2) = ANY (con.confkey)
+               (con.confrelid = CAST(:oid AS oid)
+                AND (CAST(:whole AS bool) OR CAST(:attnum AS int2) = ANY (con.confkey))
                 AND (p.oid IS NULL OR p.confrelid <> con.confrelid)) AS incoming
         FROM pg_constraint con
         JOIN pg_class c ON c.oid = con.conrelid
@@ -288,11 +290,13 @@ def _fk_rows(conn: Connection, oid: int, attnum: int) -> Sequence[Row]:
         JOIN pg_namespace rn ON rn.oid = rc.relnamespace
         LEFT JOIN pg_constraint p ON p.oid = con.conparentid
         WHERE con.contype = 'f'
-          AND ((con.conrelid = CAST(:oid AS oid) AND CAST(:attnum AS int2) = ANY (con.conkey))
-               OR (con.confrelid = CAST(:oid AS oid) AND CAST(:attnum AS int2) = ANY (con.confkey)))
+          AND ((con.conrelid = CAST(:oid AS oid)
+                AND (CAST(:whole AS bool) OR CAST(:attnum AS int2) = ANY (con.conkey)))
+               OR (con.confrelid = CAST(:oid AS oid)
+                   AND (CAST(:whole AS bool) OR CAST(:attnum AS int2) = ANY (con.confkey))))
         ORDER BY con.conname, cn.nspname, c.relname
         """,
-        {"oid": oid, "attnum": attnum},
+        {"oid": oid, "attnum": attnum, "whole": attnum == WHOLE_TABLE},
     )
 
 
@@ -322,10 +326,11 @@ def _checks(conn: Connection, oid: int, attnum: int) -> tuple[CheckFact, ...]:
                pg_get_expr(con.conbin, con.conrelid) AS expression,
                con.convalidated AS valid, con.connoinherit AS no_inherit
         FROM pg_constraint con
-        WHERE con.contype = 'c' AND con.conrelid = CAST(:oid AS oid) AND CAST(:attnum AS int2) = ANY (con.conkey)
+        WHERE con.contype = 'c' AND con.conrelid = CAST(:oid AS oid)
+          AND (CAST(:whole AS bool) OR CAST(:attnum AS int2) = ANY (con.conkey))
         ORDER BY con.conname
         """,
-        {"oid": oid, "attnum": attnum},
+        {"oid": oid, "attnum": attnum, "whole": attnum == WHOLE_TABLE},
     )
     return tuple(
         CheckFact(
@@ -370,11 +375,12 @@ def _dependent_views(conn: Connection, oid: int, attnum: int) -> tuple[str, ...]
         JOIN pg_class v ON v.oid = r.ev_class
         JOIN pg_namespace vn ON vn.oid = v.relnamespace
         WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
-          AND d.refobjid = CAST(:oid AS oid) AND d.refobjsubid = CAST(:attnum AS int4)
+          AND d.refobjid = CAST(:oid AS oid)
+          AND (CAST(:whole AS bool) OR d.refobjsubid = CAST(:attnum AS int4))
           AND v.oid <> CAST(:oid AS oid)
         ORDER BY 1, 2
         """,
-        {"oid": oid, "attnum": attnum},
+        {"oid": oid, "attnum": attnum, "whole": attnum == WHOLE_TABLE},
     )
     return tuple(qualified(r["schema"], r["name"]) for r in rows)
 
@@ -393,10 +399,10 @@ def _policies(conn: Connection, oid: int, attnum: int) -> tuple[str, ...]:
         JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = pol.oid
         WHERE pol.polrelid = CAST(:oid AS oid)
           AND d.refclassid = 'pg_class'::regclass AND d.refobjid = CAST(:oid AS oid)
-          AND d.refobjsubid = CAST(:attnum AS int4)
+          AND (CAST(:whole AS bool) OR d.refobjsubid = CAST(:attnum AS int4))
         ORDER BY 1
         """,
-        {"oid": oid, "attnum": attnum},
+        {"oid": oid, "attnum": attnum, "whole": attnum == WHOLE_TABLE},
     )
     return tuple(r["name"] for r in rows)
 
@@ -562,21 +568,28 @@ def _row_estimate(conn: Connection, relation: Row, columns: Sequence[Row]) -> in
 
 #: attnum of "no column": matches no column, no system column and no whole-row reference.
 _NO_COLUMN = -32768
+#: attnum that stands for every column of the table (whole-table facts).
+WHOLE_TABLE = -32767
 
 
-def read_table_facts(conn: Connection, schema: str | None, table: str, column: str | None) -> TableFacts:
+def read_table_facts(
+    conn: Connection, schema: str | None, table: str, column: str | None, *, whole: bool = False
+) -> TableFacts:
     """Everything the planner must know about ``column`` and its table, read-only.
 
     ``schema=None`` resolves the table like an unqualified name in SQL would (first
     match along ``current_schemas(false)``); the facts always carry the real schema.
-    ``column=None`` reads the table alone (an operation that adds a column).
+    ``column=None`` reads the table alone (an operation that adds a column); with
+    ``whole`` it reads every index, foreign key (both ways), check, dependent view and
+    policy of the table, and its table-level grants (table and index operations).
     """
     relation = _resolve(conn, schema, table)
     oid, schema_name, table_name = int(relation["oid"]), relation["schema"], relation["name"]
     columns = _column_rows(conn, oid)
     names = {int(c["attnum"]): str(c["name"]) for c in columns}
     if column is None:
-        return _table_only(conn, relation, columns, names)
+        facts = _table_only(conn, relation, columns, names)
+        return _whole_table(conn, facts, oid, names) if whole else facts
     target = next((c for c in columns if c["name"] == column), None)
     if target is None:
         listed = ", ".join(q(c["name"]) for c in columns[:_COLUMNS_LIMIT])
@@ -701,6 +714,112 @@ def _table_only(conn: Connection, relation: Row, columns: Sequence[Row], names: 
         unique_keys=tuple(sorted(unique_keys)),
         row_estimate=max(0, _row_estimate(conn, relation, columns)),
         other_triggers=_triggers(conn, oid),
+        server_version_num=int(_scalar(conn, "SELECT current_setting('server_version_num')::int")),
+        extra={"source": "catalog"},
+    )
+
+
+def _whole_table(conn: Connection, facts: TableFacts, oid: int, names: dict[int, str]) -> TableFacts:
+    """The table-wide facts table and index operations plan from (see read_table_facts)."""
+    import dataclasses
+
+    indexes = []
+    replica_identity: str | None = None
+    for ix in _index_rows(conn, oid, WHOLE_TABLE):
+        keys = [int(n) for n in ix["indkey"].split()][: ix["nkeys"]]
+        expression = ix["exprs"] is not None or 0 in keys
+        indexes.append(
+            IndexFact(
+                name=ix["name"],
+                definition=ix["definition"],
+                unique=bool(ix["is_unique"]),
+                primary=bool(ix["is_primary"]),
+                partial=ix["pred"] is not None,
+                expression=expression,
+                valid=bool(ix["is_valid"]),
+                constraint=ix["constraint_name"],
+                columns=() if expression else tuple(names[n] for n in keys),
+            )
+        )
+        if ix["is_replident"]:
+            replica_identity = str(ix["name"])
+    fks = _fk_rows(conn, oid, WHOLE_TABLE)
+    extra = dict(facts.extra)
+    extra.update(_table_privileges(conn, oid))
+    return dataclasses.replace(
+        facts,
+        indexes=tuple(indexes),
+        foreign_keys=tuple(_fk(r) for r in fks if r["outgoing"]),
+        referenced_by=tuple(_fk(r) for r in fks if r["incoming"]),
+        checks=_checks(conn, oid, WHOLE_TABLE),
+        dependent_views=_dependent_views(conn, oid, WHOLE_TABLE),
+        policies=_policies(conn, oid, WHOLE_TABLE),
+        replica_identity_index=replica_identity,
+        extra=extra,
+    )
+
+
+def _table_privileges(conn: Connection, oid: int) -> dict[str, Any]:
+    """Table-level grants (to mirror on a view that stands in for the table), its owner and
+    whether row-level security is on (a view must then be ``security_invoker``)."""
+    row = _one(
+        conn,
+        """
+        SELECT pg_get_userbyid(c.relowner)::text AS owner, c.relrowsecurity AS rls,
+               c.relforcerowsecurity AS force_rls,
+               (SELECT COALESCE(json_agg(json_build_object(
+                           'grantee', CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                           ELSE pg_get_userbyid(a.grantee)::text END,
+                           'privilege', a.privilege_type, 'grantable', a.is_grantable)
+                           ORDER BY a.grantee, a.privilege_type), '[]'::json)
+                FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner) AS grants
+        FROM pg_class c WHERE c.oid = CAST(:oid AS oid)
+        """,
+        {"oid": oid},
+    )
+    assert row is not None
+    grants = [dict(g) for g in row["grants"]]
+    return {
+        "owner": row["owner"],
+        "row_security": bool(row["rls"]),
+        "force_row_security": bool(row["force_rls"]),
+        "table_grants": grants,
+    }
+
+
+def table_of_index(conn: Connection, schema: str | None, index: str) -> tuple[str, str]:
+    """(schema, table) of an index named like SQL would resolve it (search_path when no schema)."""
+    row = _one(
+        conn,
+        """
+        SELECT n.nspname::text AS schema, t.relname::text AS table_name
+        FROM pg_index i
+        JOIN pg_class ic ON ic.oid = i.indexrelid
+        JOIN pg_class t ON t.oid = i.indrelid
+        JOIN pg_namespace n ON n.oid = ic.relnamespace
+        LEFT JOIN unnest(current_schemas(false)) WITH ORDINALITY AS s(nspname, position) ON s.nspname = n.nspname
+        WHERE ic.relname = :index
+          AND (CAST(:schema AS text) IS NULL AND s.position IS NOT NULL OR n.nspname = CAST(:schema AS text))
+        ORDER BY s.position
+        LIMIT 1
+        """,
+        {"index": index, "schema": schema},
+    )
+    if row is None:
+        where = f" in schema {show(None, schema)}" if schema else " in the search_path"
+        raise BadInput(f"index {show(None, index)} does not exist{where}")
+    return str(row["schema"]), str(row["table_name"])
+
+
+def server_facts(conn: Connection, schema: str | None) -> TableFacts:
+    """Facts for an operation without a table: the schema it defaults to and the server."""
+    if schema is None:
+        schema = str(_scalar(conn, "SELECT current_schema()"))
+    elif _one(conn, "SELECT 1 FROM pg_namespace WHERE nspname = :schema", {"schema": schema}) is None:
+        raise BadInput(f"schema {show(None, schema)} does not exist")
+    return TableFacts(
+        schema=schema,
+        name="",
         server_version_num=int(_scalar(conn, "SELECT current_setting('server_version_num')::int")),
         extra={"source": "catalog"},
     )

@@ -155,3 +155,11 @@ def _build(cls: Any, data: Any) -> Any:
             value = tuple(tuple(v) if isinstance(v, (list, tuple)) else v for v in value)
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def related_facts(facts: TableFacts, schema: str, table: str) -> TableFacts:
+    """Whole-table facts of another table the operation asked for (``Operation.related``)."""
+    found = facts.extra.get("related", {}).get(f"{schema}.{table}")
+    if found is None:
+        raise KeyError(f"facts of {schema}.{table} were not read")
+    return TableFacts.from_json(found)

@@ -43,6 +43,11 @@ HOLDER = "2-nullable"
 #       re-run, and is stopped last: the contract must not break it.
 #   Side.oracle: str | None -- the column this version's writes must be found in at the end
 #       (default: the case's ``final_column``).
+#   Side.table: str | None -- the table this version maps (default: the case's ``table``;
+#       rename-table's new code maps the new name).
+#   Case.held: bool -- False for a plan whose contract nothing running can be hurt by (or
+#       that has no contract, add-index): the "held" upgrade must then succeed (exit 0).
+#   Case.final_table: str | None -- where the oracle reads rows at the end (default ``table``).
 
 
 def snapshot(conn: psycopg.Connection[tuple[object, ...]], tables: tuple[str, ...]) -> dict[str, Any]:
@@ -163,7 +168,7 @@ class Scenario:
         cfg = {
             "url": self.url,
             "version": version,
-            "table": self.case.table,
+            "table": getattr(side, "table", None) or self.case.table,
             "key": "id",
             "columns": side.columns,
             "nullable": side.nullable,
@@ -278,7 +283,9 @@ class Scenario:
             for column, expected in by_column.items():
                 rows = {
                     str(k): v
-                    for k, v in conn.execute(f"SELECT id, {column} FROM {self.case.table}").fetchall()
+                    for k, v in conn.execute(
+                        f"SELECT id, {column} FROM {getattr(self.case, 'final_table', None) or self.case.table}"
+                    ).fetchall()
                 }
                 for key, value in expected.items():
                     have = rows.get(key)

@@ -48,6 +48,12 @@ class Operation:
     summary: ClassVar[str] = ""
     #: What each phase will do, for ``ecm plan OPERATION --help``.
     phases_help: ClassVar[str] = ""
+    #: Read every index, foreign key (both ways), check, view and policy of the table, and its
+    #: grants, instead of those of one column (table, index and constraint operations).
+    whole_table: ClassVar[bool] = False
+    #: False: the operation may have no table (``custom``); the flow then hands it facts with
+    #: an empty table name and only the server's version and the schema.
+    needs_table: ClassVar[bool] = True
 
     table: str = param("Table to change (exact name; no quoting needed).")
     schema: str | None = param("Schema of the table (default: search_path).", "--schema", default=None)
@@ -63,6 +69,16 @@ class Operation:
     def column(self) -> str | None:
         """The existing column whose facts the operation needs (None: the table's only)."""
         return None
+
+    def index_name(self) -> str | None:
+        """An index the operation is about (drop-index): the flow finds its table first."""
+        return None
+
+    def related(self, facts: TableFacts) -> tuple[tuple[str, str], ...]:
+        """Other tables (schema, name) whose whole-table facts the plan needs, read by the flow
+        in the same transaction and handed over in ``facts.extra["related"]`` (see
+        :func:`~expandcontract.plan.facts.related_facts`)."""
+        return ()
 
     def id_parts(self) -> tuple[str, ...]:
         """Words after the table in the readable plan id."""
