@@ -140,6 +140,13 @@ def run_plan(
             n += 1
         op = dataclasses.replace(op, plan_id=f"{base_id}_{n}")
     plan = op.build(facts)
+    if not from_metadata and any(s.kind == "precheck" for p in plan.phases for s in p.upgrade):
+        from ..db import prechecks
+        from ..db.engine import connect
+
+        with connect(common.engine()) as conn:
+            prechecks.run_all(conn, plan)
+            conn.rollback()
     from ..revisions.inflight import conflicts
 
     active = conflicts(active_rows, plan.touches)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-StepKind = Literal["ddl", "concurrent", "backfill", "guard", "sql", "swap"]
+StepKind = Literal["ddl", "concurrent", "backfill", "guard", "sql", "swap", "precheck"]
 PhaseName = Literal["expand", "backfill", "contract"]
 
 PHASES: tuple[PhaseName, ...] = ("expand", "backfill", "contract")
@@ -30,6 +30,10 @@ class Step:
       ``swap``     short DDL that changes a column's type under its own name: run like ``ddl``, but
                    announced first, and only once every live instance that maps the table confirmed
                    it stopped using prepared statements (see :mod:`expandcontract.live.swaps`).
+      ``precheck`` a query returning ``(total, sample)`` rows that would make a later step fail
+                   (duplicates, orphans, violations): any row stops the phase with exit 1 and
+                   the count and sample keys, before anything is built; also run at plan time
+                   (see :mod:`expandcontract.db.prechecks`).
     skip_if: a query returning one boolean, true when the step is already done; used
       live for steps PostgreSQL has no IF [NOT] EXISTS for.
     """

@@ -125,10 +125,29 @@ def render_phase(
             chunks.append(_backfill_sql(plan, reverse=direction == "downgrade"))
         elif step.kind == "swap":
             chunks.append(swap_sql(plan, label, step))
+        elif step.kind == "precheck":
+            chunks.append(precheck_sql(step))
         else:
             chunks.append(render_step(step))
     chunks.append(reset_timeouts())
     return "\n\n".join(chunks)
+
+
+def precheck_sql(step: Step) -> str:
+    """The live precheck as a DO block: raise with the count and sample keys when rows are found."""
+    from ..backfill.offline import _dollar_tag
+
+    query = step.sql.strip().rstrip(";")
+    body = (
+        "DECLARE v_total bigint; v_samples text;\nBEGIN\n"
+        f"    SELECT max(total), string_agg(sample, ', ') INTO v_total, v_samples FROM ({query}) v;\n"
+        "    IF v_total > 0 THEN\n"
+        f"        RAISE EXCEPTION '%: % row(s), e.g. %; nothing was changed', {literal(step.name)}, "
+        "v_total, v_samples;\n"
+        "    END IF;\nEND"
+    )
+    tag = _dollar_tag(body)
+    return comment(f"step: {step.name}") + f"\nDO {tag}\n{body}\n{tag};"
 
 
 def swap_sql(plan: dict[str, Any], label: str, step: Step) -> str:

@@ -171,6 +171,11 @@ def run_live(
                         outcome, detail = _backfill(conn, plan, reverse=direction == "downgrade")
                     elif step.kind == "swap":
                         outcome, detail = _swap(conn, plan, label, step, timeouts)
+                    elif step.kind == "precheck":
+                        from ..db import prechecks
+
+                        prechecks.run(conn, step)
+                        outcome, detail = "ran", {}
                     else:
                         outcome, detail = executor.execute(conn, step, timeouts), {}
                 except Refused as exc:
