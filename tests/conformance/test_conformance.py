@@ -117,6 +117,7 @@ def test_offline_script_runs_in_psql_and_passes_squawk(case: Case, tmp_path: Pat
     assert s.snapshot() == offline
 
 
+@pytest.mark.server_independent  # drivers' integration: the server-dependent DDL is proven by the live runs
 @pytest.mark.parametrize(("template", "driver"), [("generic", "psycopg2"), ("async", "asyncpg")])
 def test_revisions_on_other_drivers(
     case: Case, tmp_path: Path, database_url: str, template: str, driver: str
