@@ -6,8 +6,10 @@ from .add_column import AddColumn
 from .base import Operation
 from .change_type import ChangeType
 from .drop_column import DropColumn
+from .merge_columns import MergeColumns
 from .rename_column import RenameColumn
 from .set_not_null import SetNotNull
+from .split_column import SplitColumn
 
 REGISTRY: dict[str, type[Operation]] = {
     op.kind: op
@@ -17,6 +19,8 @@ REGISTRY: dict[str, type[Operation]] = {
         ChangeType,
         AddColumn,
         DropColumn,
+        SplitColumn,
+        MergeColumns,
     )
 }
 
