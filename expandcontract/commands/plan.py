@@ -220,6 +220,11 @@ def _read(conn: Any, op: Operation) -> TableFacts:
         related[f"{other.schema}.{other.name}"] = other.to_json()
     if related:
         facts = dc.replace(facts, extra={**facts.extra, "related": related})
+    wanted = op.relations(facts)
+    if wanted:
+        from ..db.catalog import relation_kinds
+
+        facts = dc.replace(facts, extra={**facts.extra, "relations": relation_kinds(conn, facts.schema, wanted)})
     return facts
 
 

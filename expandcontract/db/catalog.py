@@ -746,6 +746,8 @@ def _whole_table(conn: Connection, facts: TableFacts, oid: int, names: dict[int,
     fks = _fk_rows(conn, oid, WHOLE_TABLE)
     extra = dict(facts.extra)
     extra.update(_table_privileges(conn, oid))
+    extra["table_columns"] = table_columns(conn, oid)
+    extra["table_dependents"] = table_dependents(conn, oid)
     return dataclasses.replace(
         facts,
         indexes=tuple(indexes),
@@ -823,3 +825,87 @@ def server_facts(conn: Connection, schema: str | None) -> TableFacts:
         server_version_num=int(_scalar(conn, "SELECT current_setting('server_version_num')::int")),
         extra={"source": "catalog"},
     )
+
+
+def relation_kinds(conn: Connection, schema: str, names: Sequence[str]) -> dict[str, str | None]:
+    """pg_class.relkind of each name in ``schema`` (None: the name is free): tables, views,
+    indexes and sequences share one namespace, so a new table name must be free of all of them."""
+    found = {
+        str(r["name"]): str(r["kind"])
+        for r in _rows(
+            conn,
+            """
+            SELECT c.relname::text AS name, c.relkind::text AS kind
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = :schema AND c.relname = ANY (CAST(:names AS text[]))
+            """,
+            {"schema": schema, "names": list(names)},
+        )
+    }
+    return {name: found.get(name) for name in names}
+
+
+def table_columns(conn: Connection, oid: int) -> list[dict[str, Any]]:
+    """Every column as CREATE TABLE needs it (drop-table's downgrade re-creates the table)."""
+    out = []
+    for c in _column_rows(conn, oid):
+        out.append(
+            {
+                "name": str(c["name"]),
+                "type_sql": str(c["type_sql"]),
+                "not_null": bool(c["not_null"]),
+                "default": c["default_sql"],
+                "collation": _collation(c),
+                "identity": c["identity"] or "",
+                "generated": c["generated"] or "",
+                "sequence": None if c["identity"] else _owned_sequence(conn, oid, int(c["attnum"])),
+            }
+        )
+    return out
+
+
+def table_dependents(conn: Connection, oid: int) -> list[list[str]]:
+    """What depends on the table itself beyond its own parts (columns' defaults, indexes,
+    constraints, triggers, policies, its row type, its owned sequences) and foreign keys:
+    [kind, name] pairs that ``DROP TABLE`` would refuse to drop without CASCADE, or that
+    would silently lose the table (publications) — views, materialized views, rules of
+    other relations, SQL-body functions, inheritance children and partitions, publications."""
+    rows = _rows(
+        conn,
+        """
+        SELECT DISTINCT
+               CASE WHEN v.relkind = 'v' THEN 'view'
+                    WHEN v.relkind = 'm' THEN 'materialized view'
+                    WHEN r.oid IS NOT NULL THEN 'rule'
+                    WHEN p.oid IS NOT NULL THEN 'function'
+                    WHEN pub.oid IS NOT NULL THEN 'publication'
+                    ELSE 'object' END AS kind,
+               COALESCE(CASE WHEN v.oid IS NOT NULL THEN format('%I.%I', vn.nspname, v.relname) END,
+                        CASE WHEN r.oid IS NOT NULL THEN format('%I on %s', r.rulename, r.ev_class::regclass) END,
+                        p.oid::regprocedure::text, quote_ident(pub.pubname),
+                        pg_describe_object(d.classid, d.objid, d.objsubid)) AS name
+        FROM pg_depend d
+        LEFT JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
+        LEFT JOIN pg_class v ON r.oid IS NOT NULL AND v.oid = r.ev_class AND r.rulename = '_RETURN'
+        LEFT JOIN pg_namespace vn ON vn.oid = v.relnamespace
+        LEFT JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
+        LEFT JOIN pg_publication_rel pr ON d.classid = 'pg_publication_rel'::regclass AND pr.oid = d.objid
+        LEFT JOIN pg_publication pub ON pub.oid = pr.prpubid
+        WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = CAST(:oid AS oid)
+          AND d.deptype = 'n'
+          AND d.classid NOT IN ('pg_constraint'::regclass, 'pg_attrdef'::regclass, 'pg_policy'::regclass,
+                                'pg_trigger'::regclass, 'pg_class'::regclass)
+          AND (r.oid IS NULL OR r.ev_class <> CAST(:oid AS oid))
+        UNION
+        SELECT 'inheritance child or partition', format('%I.%I', cn.nspname, c.relname)
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
+        WHERE i.inhparent = CAST(:oid AS oid)
+        UNION
+        SELECT 'publication', quote_ident(pub.pubname)
+        FROM pg_publication_rel pr JOIN pg_publication pub ON pub.oid = pr.prpubid
+        WHERE pr.prrelid = CAST(:oid AS oid)
+        ORDER BY 1, 2
+        """,
+        {"oid": oid},
+    )
+    return [[str(r["kind"]), str(r["name"])] for r in rows]

@@ -8,6 +8,7 @@ from .change_type import ChangeType
 from .drop_column import DropColumn
 from .merge_columns import MergeColumns
 from .rename_column import RenameColumn
+from .rename_table import RenameTable
 from .set_not_null import SetNotNull
 from .split_column import SplitColumn
 
@@ -19,6 +20,7 @@ REGISTRY: dict[str, type[Operation]] = {
         ChangeType,
         AddColumn,
         DropColumn,
+        RenameTable,
         SplitColumn,
         MergeColumns,
     )

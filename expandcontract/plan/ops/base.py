@@ -80,6 +80,11 @@ class Operation:
         :func:`~expandcontract.plan.facts.related_facts`)."""
         return ()
 
+    def relations(self, facts: TableFacts) -> tuple[str, ...]:
+        """Names in the table's schema the plan must know to be free or taken (rename-table's
+        NEW): the flow hands over ``facts.extra["relations"]`` = {name: pg_class.relkind or None}."""
+        return ()
+
     def id_parts(self) -> tuple[str, ...]:
         """Words after the table in the readable plan id."""
         return ()
