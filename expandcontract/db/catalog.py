@@ -149,6 +149,7 @@ def _column_rows(conn: Connection, oid: int) -> Sequence[Row]:
         """
         SELECT a.attnum::int AS attnum, a.attname::text AS name,
                format_type(a.atttypid, a.atttypmod) AS type_sql, a.attnotnull AS not_null,
+               format_type(a.atttypid, NULL) AS base_type,
                pg_get_expr(d.adbin, d.adrelid) AS default_sql,
                a.attcollation <> 0 AND a.attcollation <> t.typcollation AS own_collation,
                co.collname::text AS collation, cn.nspname::text AS collation_schema,
@@ -715,7 +716,12 @@ def _table_only(conn: Connection, relation: Row, columns: Sequence[Row], names: 
         row_estimate=max(0, _row_estimate(conn, relation, columns)),
         other_triggers=_triggers(conn, oid),
         server_version_num=int(_scalar(conn, "SELECT current_setting('server_version_num')::int")),
-        extra={"source": "catalog"},
+        # Every column's type (as written, and without its modifier) and NOT NULL: constraint
+        # operations compare referencing and referenced columns.
+        extra={
+            "source": "catalog",
+            "column_types": {c["name"]: [c["type_sql"], c["base_type"], bool(c["not_null"])] for c in columns},
+        },
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from .add_check import AddCheck
 from .add_column import AddColumn
+from .add_foreign_key import AddForeignKey
 from .base import Operation
 from .change_type import ChangeType
 from .drop_column import DropColumn
@@ -20,6 +22,8 @@ REGISTRY: dict[str, type[Operation]] = {
         ChangeType,
         AddColumn,
         DropColumn,
+        AddForeignKey,
+        AddCheck,
         RenameTable,
         SplitColumn,
         MergeColumns,
