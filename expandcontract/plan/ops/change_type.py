@@ -34,6 +34,7 @@ from ...errors import BadInput
 from ...sql.quoting import literal, q, qualified
 from .. import checks, names, types
 from ..blocks import Builder
+from ..dependents import Dependents, carried, step
 from ..facts import TableFacts
 from ..model import Phase, Plan, Step
 from .base import Operation, param
@@ -114,15 +115,7 @@ class ChangeType(Operation):
                 f"generated column(s) {', '.join(dependents['generated column'])} of {self.where(facts)} "
                 f"depend on {where}"
             )
-        if facts.dependent_views:
-            raise BadInput(
-                f"column {where} is used by view(s) {', '.join(facts.dependent_views)}: a view cannot change a "
-                "column's type in place; change or drop them first"
-            )
-        if facts.policies:
-            raise BadInput(
-                f"column {where} is used by row-level security policies {', '.join(facts.policies)}"
-            )
+        self.dependents(facts)  # views and policies are dropped and re-created around the change
         if col.name in facts.primary_key:
             raise BadInput(f"column {where} is part of the primary key; key columns are not supported yet")
         if facts.referenced_by:
@@ -173,6 +166,14 @@ class ChangeType(Operation):
                 f"column {where} is unique and {conversion} may map two values to one; "
                 "pass --assume-injective if it cannot"
             )
+
+    def dependents(self, facts: TableFacts) -> tuple[Dependents, Dependents]:
+        """The views and policies reading the column as they are, and as the contract re-creates
+        them: the same text (it now reads the new type), or reading --rename-to's column."""
+        found = carried(facts, self.where(facts, self.column_name), what="change-type")
+        if self.rename_to is None or not found:
+            return found, found
+        return found, found.renamed(self.column_name, self.rename_to)
 
     def build(self, facts: TableFacts) -> Plan:
         self.check_input()
@@ -293,6 +294,13 @@ class _Planner(Builder):
         self.fk_names = {
             fk.name: names.derived(fk.name, self.c, self.shadow, plan_id) for fk in facts.foreign_keys
         }
+        self.original, self.moved = op.dependents(facts)
+
+    def around(self, statement: str, deps: Dependents) -> str:
+        """``statement`` with the dependents dropped before and re-created after, in its transaction."""
+        if not deps:
+            return statement
+        return ";\n".join([*deps.drops(), statement, *deps.creates()])
 
     # -- conversions ----------------------------------------------------------------------
     def up_sql(self) -> str:
@@ -608,6 +616,8 @@ class _Planner(Builder):
             lines.append(f"GRANT {g.privilege} ({c}) ON {t} TO {grantee}{option};")
         if col.comment is not None:
             lines.append(f"COMMENT ON COLUMN {t}.{c} IS {literal(col.comment)};")
+        # Views and policies reading the column go first and come back last, over the new type.
+        lines = [f"{s};" for s in self.original.drops()] + lines + [f"{s};" for s in self.original.creates()]
         body = "\n".join(
             "    " + (line if line.startswith("EXECUTE") else f"EXECUTE {literal(line)};") for line in lines
         )
@@ -643,6 +653,14 @@ class _Planner(Builder):
                     self.c, reason="the old column loses NOT NULL only on its way out (trigger dropped next)"
                 )
             )
+        if self.moved:
+            # While the trigger still keeps both columns in step (see rename-column).
+            steps.append(
+                step(
+                    f"re-create views and policies on {self.shadow}: {self.moved.names()}",
+                    [*self.moved.drops(), *self.moved.creates()],
+                )
+            )
         steps += self.drop_trigger(self.function, self.trigger_name)
         if col.default is not None:
             steps.append(
@@ -659,6 +677,13 @@ class _Planner(Builder):
             steps.append(self.add_column(self.c, self.type_of(self.col), f"re-add column {self.c}"))
             steps += self.trigger(self.function, self.trigger_name, self.trigger_function())
             steps.append(self.backfill("reverse backfill"))
+            if self.original:
+                steps.append(
+                    step(
+                        f"restore views and policies on {self.c}: {self.original.names()}",
+                        [*self.moved.drops(), *self.original.creates()],
+                    )
+                )
             if self.col.default is not None:
                 steps.append(self.drop_default(self.shadow))
                 steps.append(self.set_default(self.c, self.col.default, f"restore default of {self.c}"))
@@ -673,8 +698,11 @@ class _Planner(Builder):
             Step(
                 f"convert {self.c} back to {self.col.type_sql}",
                 "swap",
-                f"ALTER TABLE {t} ALTER COLUMN {q(self.c)} TYPE {self.type_of(self.col)} "
-                f"USING {_cast(q(self.c), self.new_type, self.old_type, self.col.type_sql)}",
+                self.around(
+                    f"ALTER TABLE {t} ALTER COLUMN {q(self.c)} TYPE {self.type_of(self.col)} "
+                    f"USING {_cast(q(self.c), self.new_type, self.old_type, self.col.type_sql)}",
+                    self.original,
+                ),
                 lock="ACCESS EXCLUSIVE for a table rewrite: a rollback, not an online change",
                 skip_if=(
                     "SELECT format_type(atttypid, atttypmod) = "
@@ -715,7 +743,7 @@ class _Planner(Builder):
             Step(
                 f"change type of {self.c} to {self.new_sql} in place",
                 "swap",
-                alter,
+                self.around(alter, self.original),
                 lock="ACCESS EXCLUSIVE, brief (catalog only on this server: no rewrite, no scan)",
                 skip_if=done,
             ),
@@ -724,7 +752,7 @@ class _Planner(Builder):
             Step(
                 f"change type of {self.c} back to {self.col.type_sql}",
                 "swap",
-                back,
+                self.around(back, self.original),
                 lock="ACCESS EXCLUSIVE; narrowing back scans the table (and fails if a value no longer fits)",
             ),
         )

@@ -15,7 +15,7 @@ OLD's foreign key still protects every child row (OLD equals NEW by then).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from ...errors import BadInput
@@ -23,6 +23,7 @@ from ...sql.quoting import q
 from ...sql.rewrite import rewrite_column, rewrite_index_definition
 from .. import checks, names
 from ..blocks import Builder
+from ..dependents import Dependents, carried, step
 from ..facts import IndexFact, TableFacts
 from ..model import Phase, Plan, Step
 from .base import Operation, param
@@ -68,8 +69,17 @@ class RenameColumn(Operation):
 
     def validate(self, facts: TableFacts) -> None:
         super().validate(facts)
+        if facts.column is not None and (facts.dependent_views or facts.policies):
+            # Views and policies are carried over to NEW at the contract (see dependents()).
+            self.dependents(facts)
+            facts = replace(facts, dependent_views=(), policies=())
         checks.column_is_movable(facts)
         self.require_new_column(facts, self.new)
+
+    def dependents(self, facts: TableFacts) -> Dependents:
+        """The views and policies reading OLD, read NEW instead (BadInput when one cannot be moved)."""
+        found = carried(facts, self.where(facts, self.old), what="rename-column")
+        return found.renamed(self.old, self.new) if found else found
 
     def build(self, facts: TableFacts) -> Plan:
         self.check_input()
@@ -113,6 +123,8 @@ class _Planner(Builder):
             for chk in facts.checks
             if chk.expression.strip("() ").lower() != f"{self.o} is not null".lower()
         ]
+        self.original = carried(facts, op.where(facts, op.old), what="rename-column")
+        self.moved = op.dependents(facts)
 
     def swap(self, columns: tuple[str, ...]) -> list[str]:
         return [self.new if c == self.old else c for c in columns]
@@ -252,6 +264,15 @@ class _Planner(Builder):
         # value new code just wrote to NEW (the ones on NEW, validated above, protect them now).
         for fk in self.f.referenced_by:
             up.append(self.drop_constraint(fk.schema, fk.table, fk.name, foreign_key=True))
+        if self.moved:
+            # While the trigger still keeps OLD equal to NEW: from here on only NEW is written,
+            # and a view or policy still reading OLD would see stale values (or reject writes).
+            up.append(
+                step(
+                    f"re-create views and policies on {self.new}: {self.moved.names()}",
+                    [*self.moved.drops(), *self.moved.creates()],
+                )
+            )
         up += self.drop_trigger(self.function, self.trigger_name)
         if col.default is not None:
             up.append(self.set_default(self.new, col.default, f"move default to {self.new}"))
@@ -295,6 +316,14 @@ class _Planner(Builder):
             down.append(self.drop_default(self.new))
         down += self.copy_trigger(self.function, self.trigger_name, self.old, self.new)
         down.append(self.backfill("reverse backfill"))
+        if self.original:
+            # OLD is filled again and kept equal to NEW: the original definitions can read it.
+            down.append(
+                step(
+                    f"restore views and policies on {self.old}: {self.original.names()}",
+                    [*self.moved.drops(), *self.original.creates()],
+                )
+            )
         if col.owned_sequence:
             down.append(
                 Step(
