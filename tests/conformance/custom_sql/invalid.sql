@@ -1,0 +1,2 @@
+ALTER TABLE items ADD COLUMN IF NOT EXISTS label text;
+ALTER TABLE items ADD COLUMN label2 tex t;
