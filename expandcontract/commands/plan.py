@@ -212,14 +212,18 @@ def _read(conn: Any, op: Operation) -> TableFacts:
         schema, table = table_of_index(conn, op.schema, index)
         op = dc.replace(op, schema=schema, table=table)
     if not op.table and not op.needs_table:
-        return server_facts(conn, op.schema)
-    facts = read_table_facts(conn, op.schema, op.table, op.column(), whole=op.whole_table)
+        facts = server_facts(conn, op.schema)
+    else:
+        facts = read_table_facts(conn, op.schema, op.table, op.column(), whole=op.whole_table)
     related = {}
     for schema, table in op.related(facts):
         other = read_table_facts(conn, schema, table, None, whole=True)
         related[f"{other.schema}.{other.name}"] = other.to_json()
     if related:
         facts = dc.replace(facts, extra={**facts.extra, "related": related})
+    columns = [read_table_facts(conn, s, t, c).to_json() for s, t, c in op.related_columns(facts)]
+    if columns:
+        facts = dc.replace(facts, extra={**facts.extra, "columns": columns})
     wanted = op.relations(facts)
     if wanted:
         from ..db.catalog import relation_kinds

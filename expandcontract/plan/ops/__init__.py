@@ -7,6 +7,7 @@ from .add_column import AddColumn
 from .add_foreign_key import AddForeignKey
 from .base import Operation
 from .change_type import ChangeType
+from .custom import Custom
 from .drop_column import DropColumn
 from .merge_columns import MergeColumns
 from .rename_column import RenameColumn
@@ -27,6 +28,7 @@ REGISTRY: dict[str, type[Operation]] = {
         RenameTable,
         SplitColumn,
         MergeColumns,
+        Custom,
     )
 }
 

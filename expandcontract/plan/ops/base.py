@@ -80,6 +80,12 @@ class Operation:
         :func:`~expandcontract.plan.facts.related_facts`)."""
         return ()
 
+    def related_columns(self, facts: TableFacts) -> tuple[tuple[str, str, str], ...]:
+        """Columns (schema, table, column) of any table whose facts the plan needs (custom's
+        --retypes: the old type), read by the flow (a missing one is exit 2) and handed over
+        in ``facts.extra["columns"]``, a list of facts JSON in this order."""
+        return ()
+
     def relations(self, facts: TableFacts) -> tuple[str, ...]:
         """Names in the table's schema the plan must know to be free or taken (rename-table's
         NEW): the flow hands over ``facts.extra["relations"]`` = {name: pg_class.relkind or None}."""
