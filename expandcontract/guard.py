@@ -74,8 +74,13 @@ CLI: Role = "cli"
 #: What a contract does to a column beyond removing it (``Plan.breaks`` entries' ``kind``).
 RETYPE = "retype"
 NOT_NULL = "not-null"
+#: A unique index the contract drops: ``INSERT … ON CONFLICT (columns)`` infers its arbiter from
+#: it, so code whose MetaData declares that unique key fails once it is gone (drop-index).
+#: ``columns`` holds the key (empty for an expression key: then nobody's mapping can be judged);
+#: ``column`` its first column, or :data:`WHOLE_TABLE` for an expression key.
+UNIQUE_KEY = "unique-key"
 
-Verdict = Literal["old-type", "nullable", "cannot-tell"]
+Verdict = Literal["old-type", "nullable", "cannot-tell", "unique-key"]
 
 
 @dataclass(frozen=True)
@@ -91,9 +96,13 @@ class Break:
     kind: str
     old_type: str | None = None
     new_type: str | None = None
+    columns: tuple[str, ...] = ()  # unique-key only: the key's columns
+    index: str | None = None  # unique-key only: the index the contract drops
 
     @property
     def name(self) -> str:
+        if self.kind == UNIQUE_KEY:
+            return f"{self.table}.({', '.join(self.columns) or 'expression'})"
         return f"{self.table}.{self.column}"
 
     @classmethod
@@ -109,18 +118,26 @@ class Break:
             raise BadInput(
                 f"malformed breaks entry in the plan: retype of {table}.{column} needs old_type and new_type"
             )
+        columns = data.get("columns") or ()
+        if not (isinstance(columns, list | tuple) and all(isinstance(c, str) for c in columns)):
+            raise BadInput(f"malformed breaks entry in the plan: columns of {table}.{column} is not a list of names")
+        index = data.get("index")
         return cls(
             table=table,
             column=column,
             kind=kind,
             old_type=old if isinstance(old, str) else None,
             new_type=new if isinstance(new, str) else None,
+            columns=tuple(columns),
+            index=index if isinstance(index, str) else None,
         )
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"table": self.table, "column": self.column, "kind": self.kind}
         if self.kind == RETYPE:
             out.update(old_type=self.old_type, new_type=self.new_type)
+        if self.kind == UNIQUE_KEY:
+            out.update(columns=list(self.columns), index=self.index)
         return out
 
 
@@ -179,9 +196,15 @@ class MappedColumn:
 
     type: str | None
     nullable: bool | None
+    #: The unique keys its MetaData declares that include the column (constraints and unique
+    #: indexes, each as its columns); None when the reporter registered none (older reporters).
+    unique: tuple[tuple[str, ...], ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "nullable": self.nullable}
+        out: dict[str, Any] = {"type": self.type, "nullable": self.nullable}
+        if self.unique is not None:
+            out["unique"] = [list(k) for k in self.unique]
+        return out
 
 
 @dataclass(frozen=True)
@@ -439,6 +462,8 @@ def _judge(brk: Break, instance: Instance, used_table: str, types: Types | None)
     resolve = _resolver(types)
     column = f"{used_table}.{brk.column}"
     mapped = (instance.columns or {}).get(used_table, {}).get(brk.column)
+    if brk.kind == UNIQUE_KEY:
+        return _judge_unique(brk, instance, used_table, mapped)
     if brk.kind == NOT_NULL:
         if mapped is not None and mapped.nullable is False:
             return None
@@ -505,6 +530,44 @@ def _judge(brk: Break, instance: Instance, used_table: str, types: Types | None)
     )
 
 
+def _judge_unique(brk: Break, instance: Instance, used_table: str, mapped: MappedColumn | None) -> Finding | None:
+    """Whether an instance declares the unique key the contract drops: it may then rely on it
+    in ``ON CONFLICT``; when its reporter registered no unique keys, nobody can tell."""
+    key = f"({', '.join(brk.columns)})"
+    index = f"unique index {brk.index}" if brk.index else "its unique index"
+    column = f"{used_table}.{brk.column}" if brk.columns else used_table
+    why = (
+        "its reporter registers no column types or unique keys"
+        if instance.columns is None
+        else "listed in uses=, which carries no unique keys"
+        if mapped is None
+        else "its reporter registers no unique keys"
+        if mapped.unique is None
+        else "an expression key, which reporters do not register"
+        if not brk.columns
+        else None
+    )
+    if why is not None:
+        return Finding(
+            brk,
+            column,
+            "cannot-tell",
+            None,
+            f" but whether it declares the unique key {key if brk.columns else ''} is unknown ({why}): "
+            f"cannot tell whether its ON CONFLICT relies on {index}, which the contract drops",
+        )
+    assert mapped is not None and mapped.unique is not None
+    if any(set(k) == set(brk.columns) for k in mapped.unique):
+        return Finding(
+            brk,
+            column,
+            "unique-key",
+            "unique",
+            f" declaring the unique key {key}; the contract drops {index} (ON CONFLICT {key} fails without it)",
+        )
+    return None
+
+
 def what_it_breaks(
     breaks: Sequence[Break], instance: Instance, types: Types | None = None
 ) -> tuple[Finding, ...]:
@@ -518,7 +581,8 @@ def what_it_breaks(
         if not is_retype_for_the_guard(brk, types):
             continue
         for used_table, used_columns in instance.uses.items():
-            if _table_matches(brk.table, used_table) and brk.column in set(used_columns):
+            column_used = brk.column in set(used_columns) or (brk.kind == UNIQUE_KEY and brk.column == WHOLE_TABLE)
+            if _table_matches(brk.table, used_table) and column_used:
                 finding = _judge(brk, instance, used_table, types)
                 if finding is not None:
                     found.append(finding)

@@ -230,6 +230,32 @@ def _database_url_option(help_text: str) -> Any:
     ]
 
 
+def _option_names(annotation: Any) -> tuple[str, ...]:
+    """The ``--long``/``-s`` names an ``Annotated[..., typer.Option(...)]`` declares."""
+    for meta in getattr(annotation, "__metadata__", ()):
+        if isinstance(meta, typer.models.OptionInfo):
+            # In Annotated form typer keeps the first name where a default would be.
+            first = (meta.default,) if isinstance(meta.default, str) and meta.default.startswith("-") else ()
+            return (*first, *(str(d) for d in meta.param_decls or ()))
+    return ()
+
+
+def _without_names(annotation: Any, taken: set[str]) -> Any:
+    """A common option without the names a command's own option uses (``ecm plan add-index
+    --name`` names the index; the Alembic section stays reachable as ``-n`` and its env var)."""
+    import copy
+
+    base, *metadata = typing.get_args(annotation)
+    out = []
+    for meta in metadata:
+        if isinstance(meta, typer.models.OptionInfo):
+            names = [d for d in _option_names(annotation) if d not in taken]
+            meta = copy.copy(meta)
+            meta.default, meta.param_decls = names[0], tuple(names[1:])
+        out.append(meta)
+    return Annotated[(base, *out)]  # type: ignore[valid-type]
+
+
 def command(
     app: typer.Typer, name: str | None = None, *, database_url_help: str | None = None, **kwargs: Any
 ) -> Callable[[F], F]:
@@ -249,6 +275,10 @@ def command(
             p.replace(annotation=hints.get(p.name, p.annotation))
             for p in list(signature.parameters.values())[1:]
         ]
+        taken = {d for p in own for d in _option_names(p.annotation)}
+        for n, (ann, default) in list(common_options.items()):
+            if taken & set(_option_names(ann)):
+                common_options[n] = (_without_names(ann, taken), default)
         extra = [
             inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
             for n, (ann, default) in common_options.items()

@@ -97,6 +97,46 @@ def _index_state(conn: Connection, index: str) -> bool | None:
     return None if row is None else bool(row[0])
 
 
+class UniqueBuildFailed(OperationalError):
+    """A concurrent unique build met a duplicate key (one written while it was built): exit 1."""
+
+    def __init__(self, step: Step, error: str, dropped: bool) -> None:
+        left = (
+            f"the half-built index {step.index} was dropped at once"
+            if dropped
+            else f"no leftover of {step.index} remained"
+        )
+        super().__init__(
+            f"step {step.name!r} failed: {error}; a duplicate key was written while the index was being "
+            f"built, so it cannot be unique yet; {left}. Remove the duplicates (or stop the code writing "
+            "them), then run the phase again: its precheck counts them first"
+        )
+
+
+def _drop_leftover(conn: Connection, step: Step) -> bool:
+    """Drop what a failed CONCURRENTLY build left, at once.
+
+    A failed build leaves its index in the catalog: INVALID, and, when the failure came
+    before the index was marked ready, not even that far. A unique one keeps enforcing
+    uniqueness on every insert and update until it is dropped, so waiting for the next
+    attempt (or a human) would turn the duplicate that failed the build into failing
+    writes of that key. Returns whether something was dropped; a failure to drop is
+    logged and left to the next attempt's INVALID-index repair.
+    """
+    from sqlalchemy import exc as sa_exc
+
+    assert step.index is not None
+    try:
+        if _index_state(conn, step.index) is not False:
+            return False
+        _run(conn, f"DROP INDEX CONCURRENTLY IF EXISTS {step.index}")
+    except sa_exc.DBAPIError as exc:
+        log.warning("invalid_index_not_dropped", index=step.index, step=step.name, error=first_line(exc))
+        return False
+    log.warning("failed_build_dropped", index=step.index, step=step.name)
+    return True
+
+
 def execute(conn: Connection, step: Step, timeouts: Timeouts | None = None) -> str:
     """Run one step; returns "ran" or "skipped". Raises OperationalError after the last attempt."""
     from sqlalchemy import exc as sa_exc
@@ -140,9 +180,11 @@ def execute(conn: Connection, step: Step, timeouts: Timeouts | None = None) -> s
                 _run(conn, f"DROP INDEX CONCURRENTLY IF EXISTS {step.index}")
         try:
             _run(conn, step.sql)
-        except sa_exc.DBAPIError:
-            if step.index and _index_state(conn, step.index) is False:
-                _run(conn, f"DROP INDEX CONCURRENTLY IF EXISTS {step.index}")
+        except sa_exc.DBAPIError as exc:
+            if step.index:
+                dropped = _drop_leftover(conn, step)
+                if _sqlstate(exc) == "23505":
+                    raise UniqueBuildFailed(step, first_line(exc), dropped) from exc
             raise
         return "ran"
 
@@ -166,6 +208,8 @@ def execute(conn: Connection, step: Step, timeouts: Timeouts | None = None) -> s
         ):
             with try_:
                 return attempt()
+    except UniqueBuildFailed:
+        raise
     except RetryError as exc:  # pragma: no cover - reraise=True makes this unreachable
         raise OperationalError(f"step {step.name!r} failed: {exc}") from exc
     except sa_exc.DBAPIError as exc:

@@ -238,5 +238,18 @@ def parse_types(value: Any) -> dict[str, dict[str, MappedColumn]] | None:
             out.setdefault(str(table_name), {})[str(column)] = MappedColumn(
                 type=type_ if isinstance(type_, str) and type_.strip() else None,
                 nullable=nullable if isinstance(nullable, bool) else None,
+                unique=_unique_keys(spec.get("unique")),
             )
     return out
+
+
+def _unique_keys(value: Any) -> tuple[tuple[str, ...], ...] | None:
+    """A column's registered unique keys; None (cannot tell) when absent (older reporters) or malformed."""
+    if not isinstance(value, list):
+        return None
+    keys = []
+    for key in value:
+        if not (isinstance(key, list) and key and all(isinstance(c, str) for c in key)):
+            return None
+        keys.append(tuple(key))
+    return tuple(keys)

@@ -51,12 +51,31 @@ def schema_types(metadata: MetaData | None, default_schema: str) -> dict[str, di
         return found
     for table in as_metadata(metadata).tables.values():
         key = f"{table.schema or default_schema}.{table.name}"
+        keys = unique_keys(table)
         for column in table.columns:
             found.setdefault(key, {})[str(column.name)] = {
                 "type": compile_type(column.type),
                 "nullable": bool(column.nullable),
+                "unique": [list(k) for k in keys if str(column.name) in k],
             }
     return {t: dict(sorted(cols.items())) for t, cols in sorted(found.items())}
+
+
+def unique_keys(table: Any) -> list[tuple[str, ...]]:
+    """The unique keys a Table declares (``UniqueConstraint``, ``Column(unique=True)``,
+    ``Index(unique=True)`` on plain columns): what its code may name in ``ON CONFLICT``,
+    so a contract that drops the matching unique index is held while it runs. Expression
+    keys are left out (the guard cannot judge them for anyone)."""
+    from sqlalchemy import Column, UniqueConstraint
+
+    found: list[tuple[str, ...]] = []
+    for constraint in table.constraints:
+        if isinstance(constraint, UniqueConstraint):
+            found.append(tuple(str(c.name) for c in constraint.columns))
+    for index in table.indexes:
+        if index.unique and index.expressions and all(isinstance(e, Column) for e in index.expressions):
+            found.append(tuple(str(e.name) for e in index.expressions))
+    return [k for k in dict.fromkeys(found) if k]
 
 
 def schema_usage(

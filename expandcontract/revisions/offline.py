@@ -418,7 +418,7 @@ def _indent(lines: list[str], depth: int) -> list[str]:
 def _break_sql(brk: Any, s: str, live_sql: str) -> str:
     """One break as PL/pgSQL: every live instance mapping the column whose mapping it hurts
     (the verdicts of :func:`expandcontract.guard.what_it_breaks`) is added to ``held``."""
-    from ..guard import NOT_NULL, RETYPE
+    from ..guard import NOT_NULL, RETYPE, UNIQUE_KEY
     from ..live.types import same_sql
 
     table, column, name = literal(brk.table), literal(brk.column), literal(brk.name)
@@ -458,6 +458,8 @@ def _break_sql(brk: Any, s: str, live_sql: str) -> str:
             "    END IF;",
             "END LOOP;",
         ]
+    elif brk.kind == UNIQUE_KEY:
+        lines += _unique_key_sql(brk, s, live_sql, who)
     elif brk.kind != RETYPE:
         unknown_kind = f"({brk.kind!r} is a change this version of ecm does not know)"
         lines += [
@@ -513,3 +515,38 @@ def _break_sql(brk: Any, s: str, live_sql: str) -> str:
             "END IF;",
         ]
     return "\n".join(_indent(lines, 1))
+
+
+def _unique_key_sql(brk: Any, s: str, live_sql: str, who: list[str]) -> list[str]:
+    """A unique-key break (drop-index) as PL/pgSQL: a live instance whose registered unique keys
+    include the dropped key is held; one that registered none, or any for an expression key,
+    holds it as "cannot tell" (the rules of :func:`expandcontract.guard._judge_unique`)."""
+    table, column = literal(brk.table), literal(brk.column)
+    key = "(" + ", ".join(brk.columns) + ")"
+    index = f"unique index {brk.index}" if brk.index else "its unique index"
+    wanted = "ARRAY[" + ", ".join(literal(c) for c in sorted(brk.columns)) + "]::text[]"
+    uses = f"i.uses ? {table}" if not brk.columns else f"i.uses -> {table} ? {column}"
+    unknown = literal(
+        f" but whether it declares the unique key {key} is unknown: cannot tell whether its ON CONFLICT "
+        f"relies on {index}, which the contract drops"
+    )
+    declares = literal(f" declaring the unique key {key}; the contract drops {index} (ON CONFLICT {key} fails without it)")
+    return [
+        "hurts := true;",
+        "FOR r IN SELECT i.app, i.version, i.host, i.pid,",
+        "                round(extract(epoch FROM now() - i.last_heartbeat)) AS age,",
+        f"                i.types -> {table} -> {column} -> 'unique' AS uniq",
+        f"           FROM {s}.instances i",
+        f"          WHERE {live_sql}",
+        f"            AND {uses}",
+        "LOOP",
+        *who,
+        f"    IF {'false' if brk.columns else 'true'} OR r.uniq IS NULL OR jsonb_typeof(r.uniq) <> 'array' THEN",
+        f"        held := held || (who || {unknown});",
+        "    ELSIF EXISTS (SELECT 1 FROM jsonb_array_elements(r.uniq) AS k(cols)",
+        "                  WHERE jsonb_typeof(k.cols) = 'array' AND (SELECT array_agg(c ORDER BY c COLLATE \"C\")",
+        f"                         FROM jsonb_array_elements_text(k.cols) AS c) = {wanted}) THEN",
+        f"        held := held || (who || {declares});",
+        "    END IF;",
+        "END LOOP;",
+    ]

@@ -22,6 +22,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Index,
     Integer,
     MetaData,
     Numeric,
@@ -72,6 +73,8 @@ class App:
         for name, spec in cfg["columns"].items():
             columns.append(Column(name, sa_type(spec), nullable=cfg.get("nullable", {}).get(name, True)))
         self.table = Table(cfg["table"], self.metadata, *columns)
+        for n, key in enumerate(cfg.get("unique") or ()):
+            Index(f"{cfg['table']}_declared_{n}", *[self.table.c[c] for c in key], unique=True)
         self.child = None
         if cfg.get("child"):
             ch = cfg["child"]
@@ -100,6 +103,8 @@ class App:
             return None
         if kind == "int":
             return rng.randrange(1, 2_000_000_000)
+        if kind == "words":  # "first last": split by the first space, merged back with one (split/merge)
+            return f"v{self.cfg['version']}-{threading.current_thread().name}-{tag}{n} w{n}"
         return f"v{self.cfg['version']}-{threading.current_thread().name}-{tag}{n}"
 
     def insert_values(self, rng: random.Random, n: int) -> dict[str, Any]:

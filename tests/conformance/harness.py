@@ -48,6 +48,10 @@ HOLDER = "2-nullable"
 #   Case.held: bool -- False for a plan whose contract nothing running can be hurt by (or
 #       that has no contract, add-index): the "held" upgrade must then succeed (exit 0).
 #   Case.final_table: str | None -- where the oracle reads rows at the end (default ``table``).
+#   Side.dropped: bool -- this version's table is dropped by the contract (drop-table): its
+#       writes are not looked for at the end, the rows are gone by design; its errors still count.
+#   Side.unique: tuple[tuple[str, ...], ...] -- unique keys this version's MetaData declares
+#       (``Index(unique=True)``), which its reporter registers (drop-index's guard).
 
 
 def snapshot(conn: psycopg.Connection[tuple[object, ...]], tables: tuple[str, ...]) -> dict[str, Any]:
@@ -179,6 +183,7 @@ class Scenario:
             "also": side.also,
             "owned": owned,
             "child": side.child,
+            "unique": [list(k) for k in getattr(side, "unique", ())],
             "out": str(out),
             "interval": 1.0,
             "reporter_bind": self.reporter_bind,
@@ -274,6 +279,8 @@ class Scenario:
         """Every row holds its writer's last value; returns how many rows were checked."""
         by_column: dict[str, dict[str, Any]] = {}
         for version, result in traffic.results.items():
+            if getattr(self.side(version), "dropped", False):
+                continue  # its table is gone by design: only its errors count
             column = getattr(self.side(version), "oracle", None) or self.case.final_column
             by_column.setdefault(column, {}).update(result["expected"])
         wrong = {}
