@@ -5,10 +5,13 @@ from __future__ import annotations
 from .add_check import AddCheck
 from .add_column import AddColumn
 from .add_foreign_key import AddForeignKey
+from .add_index import AddIndex
+from .add_unique import AddUnique
 from .base import Operation
 from .change_type import ChangeType
 from .custom import Custom
 from .drop_column import DropColumn
+from .drop_index import DropIndex
 from .merge_columns import MergeColumns
 from .rename_column import RenameColumn
 from .rename_table import RenameTable
@@ -25,6 +28,9 @@ REGISTRY: dict[str, type[Operation]] = {
         DropColumn,
         AddForeignKey,
         AddCheck,
+        AddIndex,
+        DropIndex,
+        AddUnique,
         RenameTable,
         SplitColumn,
         MergeColumns,
