@@ -10,8 +10,11 @@ qualified on the tree (``new.first_name``), never by text substitution, so a col
 like a PL/pgSQL variable or like one of the plan's aliases cannot be misread.
 
 The trigger is rename-column's truth table with sides instead of columns: a write that sets
-only the old side fills the new, only the new fills the old, an update that changes neither
-brings the new side in step, both (or an insert that gives any new column) and NEW wins.
+only the old side fills the new, only the new fills the old, both (or an insert that gives
+any new column) and the new side wins. An update that changes neither side brings the new
+side in step, unless the row already is in step the other way (its old side is what the
+reverse expressions make of its new side): a value new code wrote that does not round-trip
+is kept until a writer changes a side, instead of being recomputed by any unrelated update.
 """
 
 from __future__ import annotations
@@ -269,6 +272,7 @@ class Planner(Builder):
             return "\n".join(f"{pad}NEW.{q(c.target.name)} := {c.qualified('new')};" for c in computed)
 
         all_null = " AND ".join(f"NEW.{q(c.name)} IS NULL" for c in self.new)
+        recomputed = ", ".join(c.cast("new") for c in self.reverse)
         return f"""CREATE OR REPLACE FUNCTION {qualified(self.s, self.function)}() RETURNS trigger
 LANGUAGE plpgsql AS {_TAG}
 BEGIN
@@ -278,10 +282,11 @@ BEGIN
         ELSE
 {assign(self.reverse, " " * 12)}
         END IF;
-    ELSIF {self.row(self.new, "NEW")} IS NOT DISTINCT FROM {self.row(self.new, "OLD")} THEN
-{assign(self.forward, " " * 8)}
-    ELSE
+    ELSIF {self.row(self.new, "NEW")} IS DISTINCT FROM {self.row(self.new, "OLD")} THEN
 {assign(self.reverse, " " * 8)}
+    ELSIF {self.row(self.old, "NEW")} IS DISTINCT FROM {self.row(self.old, "OLD")}
+        OR ({all_null}) OR {self.row(self.old, "NEW")} IS DISTINCT FROM ROW({recomputed}) THEN
+{assign(self.forward, " " * 8)}
     END IF;
     RETURN NEW;
 END
