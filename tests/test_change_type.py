@@ -619,7 +619,7 @@ CREATE TABLE items (
     trig integer
 );
 CREATE TABLE children (id int PRIMARY KEY, item_code integer REFERENCES items (code));
-CREATE VIEW item_views AS SELECT viewed FROM items;
+CREATE MATERIALIZED VIEW item_views AS SELECT viewed FROM items;
 CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
 CREATE TRIGGER on_trig BEFORE UPDATE OF trig ON items FOR EACH ROW EXECUTE FUNCTION noop();
 INSERT INTO items (id, code, viewed, src, trig) SELECT g, g, g, g, g FROM generate_series(1, 100) g;
@@ -629,7 +629,7 @@ INSERT INTO items (id, code, viewed, src, trig) SELECT g, g, g, g, g FROM genera
 @pytest.mark.parametrize(
     ("column", "fragment"),
     [
-        ("viewed", "column public.items.viewed is used by view(s) public.item_views"),
+        ("viewed", "column public.items.viewed is used by materialized view(s) public.item_views"),
         (
             "code",
             "column public.items.code is referenced by foreign key(s) children_item_code_fkey on children",

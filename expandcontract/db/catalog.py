@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadInput
 from ..plan.facts import CheckFact, ColumnFacts, ForeignKeyFact, GrantFact, IndexFact, TableFacts
 from ..sql.quoting import q, qualified
+from .dependents import read_dependents
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -679,7 +680,7 @@ def read_table_facts(
         replica_identity_index=replica_identity,
         other_triggers=_triggers(conn, oid),
         server_version_num=int(_scalar(conn, "SELECT current_setting('server_version_num')::int")),
-        extra={"source": "catalog"},
+        extra={"source": "catalog", **read_dependents(conn, oid, attnum)},
     )
 
 

@@ -115,9 +115,7 @@ class Dependents:
         views = tuple(
             replace(
                 v,
-                definition=rename_in_view(
-                    v.definition, self.schema, self.table, old, new, view=v.sql_name
-                ),
+                definition=rename_in_view(v.definition, self.schema, self.table, old, new, view=v.sql_name),
             )
             if v.direct
             else v
@@ -189,7 +187,9 @@ def _create_view(v: ViewDef) -> list[str]:
 def _create_policy(p: PolicyDef, table_sql: str) -> str:
     kind = "PERMISSIVE" if p.permissive else "RESTRICTIVE"
     roles = ", ".join(_grantee(r) for r in p.roles) or "PUBLIC"
-    sql = f"CREATE POLICY {q(p.name)} ON {table_sql} AS {kind} FOR {_COMMANDS.get(p.command, 'ALL')} TO {roles}"
+    sql = (
+        f"CREATE POLICY {q(p.name)} ON {table_sql} AS {kind} FOR {_COMMANDS.get(p.command, 'ALL')} TO {roles}"
+    )
     if p.using is not None:
         sql += f" USING ({p.using})"
     if p.with_check is not None:
@@ -208,10 +208,14 @@ def carried(facts: TableFacts, where: str, *, what: str) -> Dependents:
     """
     extra = facts.extra or {}
     if (facts.dependent_views or facts.policies) and "view_defs" not in extra:
-        names = ", ".join((*facts.dependent_views, *facts.policies))
+        used = []
+        if facts.dependent_views:
+            used.append(f"view(s) {', '.join(facts.dependent_views)}")
+        if facts.policies:
+            used.append(f"row-level security policies {', '.join(facts.policies)}")
         raise BadInput(
-            f"column {where} is used by view(s) or policies {names} whose definitions were not read "
-            "(plan from the database, not from MetaData, to carry them)"
+            f"column {where} is used by {' and '.join(used)} whose definitions were not read "
+            "(plan from the database, not from MetaData, to carry them through)"
         )
     views = tuple(ViewDef.from_json(v) for v in extra.get("view_defs") or ())
     policies = tuple(PolicyDef.from_json(p) for p in extra.get("policy_defs") or ())

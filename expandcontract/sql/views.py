@@ -74,8 +74,8 @@ class _Scoped:
             self.expressions([stmt.sortClause, stmt.limitCount, stmt.limitOffset], outer, single=False)
             return
         items = _from_items(stmt.fromClause)
-        labels = {_label(i) for i in items} - {None}
-        mine = {_label(i) for i in items if self._is_table(i)} - {None}
+        labels = {label for i in items if (label := _label(i)) is not None}
+        mine = {label for i in items if self._is_table(i) and (label := _label(i)) is not None}
         scope = frozenset((outer - labels) | mine)
         single = len(items) == 1 and self._is_table(items[0])
         for item in stmt.fromClause or ():
@@ -83,11 +83,7 @@ class _Scoped:
         for target in stmt.targetList or ():
             before = self.renamed
             self.expressions(target.val, scope, single)
-            if (
-                self.renamed > before
-                and target.name is None
-                and isinstance(target.val, ast.ColumnRef)
-            ):
+            if self.renamed > before and target.name is None and isinstance(target.val, ast.ColumnRef):
                 target.name = self.old  # the output keeps its name: the view's readers see no change
         self.expressions(
             [
