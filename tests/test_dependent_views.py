@@ -253,3 +253,29 @@ def test_drop_column_and_materialized_views_are_refused_by_name(project: Project
         assert refused.returncode == 2, refused.stderr
         assert '"M v"' in refused.stderr and "materialized" in refused.stderr
     assert project.versions() == [p for p in project.versions() if "base" in p.name]
+
+
+def test_rename_in_view_by_scope_not_by_text() -> None:
+    """Pure: only the table's column moves; literals, other tables' columns of the same name and
+    shadowing aliases are left alone; each renamed output keeps its name."""
+    from expandcontract.errors import BadInput
+    from expandcontract.sql.views import rename_in_policy, rename_in_view
+
+    sql = rename_in_view(
+        "SELECT a.id, a.name, o.name AS oname, 'a.name' AS lit FROM public.t a JOIN o ON o.name = a.name "
+        "WHERE EXISTS (SELECT 1 FROM o a WHERE a.name = 'x')",
+        "public",
+        "t",
+        "name",
+        "Full Name",
+        view="v",
+    )
+    assert sql == (
+        "SELECT a.id, a.\"Full Name\" AS name, o.name AS oname, 'a.name' AS lit FROM public.t AS a "
+        "INNER JOIN o ON o.name = a.\"Full Name\" WHERE EXISTS (SELECT 1 FROM o AS a WHERE a.name = 'x')"
+    )
+    with pytest.raises(BadInput, match="unqualified"):
+        rename_in_view("SELECT name FROM t, o", "public", "t", "name", "n2", view="v")
+    assert rename_in_policy("(owner = CURRENT_USER)", "public", "t", "name", "n2", policy="p") == (
+        "(owner = CURRENT_USER)"
+    )

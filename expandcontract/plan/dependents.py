@@ -150,10 +150,6 @@ class Dependents:
 def _renamed_policy(expr: str | None, deps: Dependents, old: str, new: str, name: str) -> str | None:
     if expr is None:
         return None
-    from ..sql.rewrite import references_column
-
-    if not references_column(expr, old):
-        return expr
     return rename_in_policy(expr, deps.schema, deps.table, old, new, policy=name)
 
 

@@ -157,15 +157,18 @@ def _printed(stmt: ast.SelectStmt, what: str) -> str:
     return sql
 
 
-def _rename(stmt: ast.SelectStmt, schema: str, table: str, old: str, new: str, what: str) -> None:
+def _rename(
+    stmt: ast.SelectStmt, schema: str, table: str, old: str, new: str, what: str, *, required: bool = True
+) -> int:
     renamer = _Scoped(schema, table, old, new)
     renamer.select(stmt, frozenset())
     if renamer.unmovable:
         raise BadInput(
             f"{what}: an unqualified reference to {q(old)} among several relations cannot be moved to {q(new)}"
         )
-    if not renamer.renamed:
+    if required and not renamer.renamed:
         raise BadInput(f"{what} does not reference {qualified(schema, table)}.{q(old)}")
+    return renamer.renamed
 
 
 def rename_in_view(definition: str, schema: str, table: str, old: str, new: str, *, view: str) -> str:
@@ -184,7 +187,8 @@ def rename_in_policy(expression: str, schema: str, table: str, old: str, new: st
     """
     what = f"policy {q(policy)}"
     stmt = _parse_select(f"SELECT FROM {qualified(schema, table)} WHERE {expression}", what)
-    _rename(stmt, schema, table, old, new, what)
+    if not _rename(stmt, schema, table, old, new, what, required=False):
+        return expression  # the other of USING / WITH CHECK may be the one that reads the column
     printed = _printed(stmt, what)
     again = _parse_select(printed, what)
     assert again.whereClause is not None
