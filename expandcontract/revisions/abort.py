@@ -80,6 +80,18 @@ def mark_aborted(scripts: Any, plan_id: str) -> list[str]:
     return marked
 
 
+def _irreversible(scripts: dict[str, Any], contract_applied: bool) -> list[str]:
+    """Why abort cannot roll back: the phases it would undo that their plan gave no downgrade
+    (``spec["irreversible"]``, {phase: reason}); nothing is changed then."""
+    phases = (["contract"] if contract_applied else []) + (["expand"] if "expand" in scripts else [])
+    out = []
+    for phase in phases:
+        reason = scripts[phase].module.PLAN.get("spec", {}).get("irreversible", {}).get(phase)
+        if reason:
+            out.append(f"not rolled back, nothing changed: {reason}")
+    return out
+
+
 def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
     from alembic import command
 
@@ -137,6 +149,11 @@ def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
         raise BadInput(
             f"plan {plan_id}: its expand revision file is missing; restore it from version control"
         )
+    # A phase whose plan has no downgrade (custom without --expand-down / --contract-down):
+    # refuse before anything is rolled back, rather than half-way.
+    irreversible = _irreversible(scripts, contract is not None and contract.revision in applied_contracts)
+    if irreversible:
+        return {"plan_id": plan_id, "state": state, "refused": True, "steps": irreversible}
     # Decide the expand's rollback before touching anything: downgrading the backfill revision
     # and then being refused would leave the version table and the plan out of step.
     refusal = None if expand is None else _expand_rollback_refusal(engine, expand.module.PLAN)

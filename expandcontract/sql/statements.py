@@ -22,7 +22,7 @@ from .expressions import one_line
 @dataclass(frozen=True)
 class Statement:
     sql: str  # as written, without the closing ';'
-    node: ast.Node
+    node: Any  # the statement's parse tree (an ast.Node subclass)
     line: int  # 1-based line of the file where it starts
 
 

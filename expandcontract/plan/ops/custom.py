@@ -253,10 +253,10 @@ def added(source: Source, schema: str) -> dict[str, list[str]]:
     for stmt in _nodes(source):
         node = stmt.node
         if isinstance(node, ast.CreateStmt):
-            _add(out, _key(*_rel(node.relation, schema)), "*")
+            _add(out, _key(*_rel(getattr(node, "relation", None), schema)), "*")
         for cmd in _cmds(node):
             if cmd.subtype == AlterTableType.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef):
-                _add(out, _key(*_rel(node.relation, schema)), str(cmd.def_.colname))
+                _add(out, _key(*_rel(getattr(node, "relation", None), schema)), str(cmd.def_.colname))
     return out
 
 
@@ -267,7 +267,7 @@ def changed(sources: list[Source], schema: str) -> dict[str, list[str]]:
         for stmt in _nodes(source):
             node = stmt.node
             if isinstance(node, ast.RenameStmt) and node.relation is not None:
-                key = _key(*_rel(node.relation, schema))
+                key = _key(*_rel(getattr(node, "relation", None), schema))
                 if node.renameType == ObjectType.OBJECT_COLUMN:
                     _add(out, key, str(node.subname))
                     _add(out, key, str(node.newname))
@@ -280,9 +280,9 @@ def changed(sources: list[Source], schema: str) -> dict[str, list[str]]:
                         _add(out, _key(names[-2] if len(names) > 1 else schema, names[-1]), "*")
             for cmd in _cmds(node):
                 if cmd.subtype == AlterTableType.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef):
-                    _add(out, _key(*_rel(node.relation, schema)), str(cmd.def_.colname))
+                    _add(out, _key(*_rel(getattr(node, "relation", None), schema)), str(cmd.def_.colname))
                 elif cmd.name and cmd.subtype in _COLUMN_COMMANDS:
-                    _add(out, _key(*_rel(node.relation, schema)), str(cmd.name))
+                    _add(out, _key(*_rel(getattr(node, "relation", None), schema)), str(cmd.name))
     return out
 
 
@@ -296,7 +296,7 @@ def new_type(sources: dict[str, Source], schema: str, table: str, column: str) -
         for cmd in _cmds(stmt.node):
             if cmd.subtype == AlterTableType.AT_AlterColumnType and cmd.name == column:
                 assert isinstance(cmd.def_, ast.ColumnDef)
-                return str(RawStream()(cmd.def_.typeName))
+                return _type(cmd.def_.typeName)
     for stmt in contract:
         node = stmt.node
         if (
@@ -314,8 +314,12 @@ def new_type(sources: dict[str, Source], schema: str, table: str, column: str) -
                         and isinstance(cmd.def_, ast.ColumnDef)
                         and cmd.def_.colname == node.subname
                     ):
-                        return str(RawStream()(cmd.def_.typeName))
+                        return _type(cmd.def_.typeName)
     return None
+
+
+def _type(node: ast.TypeName | None) -> str | None:
+    return str(RawStream()(node)) if node is not None else None
 
 
 # -- the plan --------------------------------------------------------------------------------
