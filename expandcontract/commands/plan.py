@@ -288,16 +288,18 @@ def _document(plan: Plan, files: list[dict[str, Any]], dry_run: bool) -> dict[st
 
 
 def _render(common: Common, plan: Plan, files: list[dict[str, Any]], dry_run: bool) -> None:
-    common.say(f"plan [bold]{plan.plan_id}[/]: {plan.title}")
+    from rich.markup import escape  # notes and step names carry SQL and rule ids in [brackets]
+
+    common.say(f"plan [bold]{plan.plan_id}[/]: {escape(plan.title)}")
     for note in plan.notes:
-        common.say(f"  note: {note}")
+        common.say(f"  note: {escape(note)}")
     if dry_run:
         from rich.syntax import Syntax
 
         for phase in plan.phases:
-            common.say(f"\n[bold]{phase.name}[/] — {phase.summary}")
+            common.say(f"\n[bold]{phase.name}[/] — {escape(phase.summary)}")
             for i, step in enumerate(phase.upgrade, 1):
-                common.say(f"  {i}. {step.name} [dim]({step.lock or step.kind})[/]")
+                common.say(f"  {i}. {escape(step.name)} [dim]({escape(step.lock or step.kind)})[/]")
                 if step.sql:
                     common.say(Syntax(step.sql, "sql", theme="ansi_dark", background_color="default"))
         common.say("\n(dry run: nothing written)")
