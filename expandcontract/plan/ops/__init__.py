@@ -11,6 +11,7 @@ from .base import Operation
 from .change_type import ChangeType
 from .custom import Custom
 from .drop_column import DropColumn
+from .drop_table import DropTable
 from .drop_index import DropIndex
 from .merge_columns import MergeColumns
 from .rename_column import RenameColumn
@@ -32,6 +33,7 @@ REGISTRY: dict[str, type[Operation]] = {
         DropIndex,
         AddUnique,
         RenameTable,
+        DropTable,
         SplitColumn,
         MergeColumns,
         Custom,
