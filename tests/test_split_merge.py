@@ -123,9 +123,9 @@ def test_split_through_every_phase_truth_table_and_rollback(
     db.execute("UPDATE people SET note = 'x' WHERE id = 1")
     assert rows(db, "SELECT first_name, last_name FROM people WHERE id = 1") == [("first-1", "last-1")]
     # both sides: the new side wins
-    db.execute("UPDATE people SET name = 'old wins', first_name = 'new' WHERE id = 2")
-    assert rows(db, "SELECT name, first_name, last_name FROM people WHERE id = 2") == [
-        ("new last-2", "new", "last-2")
+    db.execute("UPDATE people SET name = 'old wins', first_name = 'new' WHERE id = 1")
+    assert rows(db, "SELECT name, first_name, last_name FROM people WHERE id = 1") == [
+        ("new last-1", "new", "last-1")
     ]
     ok(project, "upgrade", "--phase", "backfill")
     assert rows(db, "SELECT count(*) FROM people WHERE first_name IS NULL") == [(0,)]
@@ -143,7 +143,7 @@ def test_split_through_every_phase_truth_table_and_rollback(
     assert snapshot(db, ("people",)) == original
     # the old column is recomputed from the new, rows written after the contract included
     assert rows(db, "SELECT count(*) FROM people WHERE name = 'Edsger Dijkstra'") == [(1,)]
-    assert rows(db, "SELECT name FROM people WHERE id = 2") == [("new last-2",)]
+    assert rows(db, "SELECT name FROM people WHERE id = 1") == [("new last-1",)]
 
 
 def test_merge_with_a_typed_column_and_quoted_names(tmp_path: Path, database_url: str, db: DB) -> None:
