@@ -19,6 +19,10 @@ Why it looks like this (numbers in ``docs/backfill.md`` and ``benchmarks/backfil
   finished exactly once however many threads, processes or hosts work on the plan. A
   chunk whose holder's backend is gone (its process was killed) or whose lease expired
   is taken over.
+* **Riding through a restart.** A connection lost to a restart or failover (``reconnect.py``)
+  is replaced with bounded backoff; before writing again a worker re-takes the plan's
+  advisory lock and its chunk's lease and resumes from the chunk's checkpoint, so at most
+  the batch that was in flight is done again.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from ..sql.quoting import literal, qualified
 from .health import AllProbes, DatabaseProbe, HealthProbe, ProbeContext
 from .keys import Key, KeyRanges, PageRanges
 from .progress import Reporter
+from .reconnect import Link, connection_lost, reconnect_timeout
 from .spec import TRIGGER_SKIP_SETTING, BackfillSpec
 
 if TYPE_CHECKING:
@@ -131,6 +136,8 @@ class BackfillResult:
     takeovers: list[dict[str, Any]] = field(default_factory=list)
     pauses: list[str] = field(default_factory=list)
     retries: int = 0
+    #: Connections a worker lost and got back (restart, failover): worker, outage_s, chunk.
+    reconnects: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,6 +197,13 @@ def _connect(engine: Engine, name: str) -> psycopg.Connection[Any]:
 
 def _control(table: str) -> str:
     return qualified(control_schema(), table)
+
+
+def _plan_lock(conn: psycopg.Connection[Any], plan_id: str) -> None:
+    """The plan's transaction advisory lock, under which its checkpoints are created or reset."""
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ["expandcontract:backfill:" + plan_id]
+    )
 
 
 def _dump_key(key: Key | None) -> str | None:
@@ -342,6 +356,7 @@ class _Run:
         target: Target,
         options: BackfillOptions,
         probe: HealthProbe,
+        reconnect_timeout_s: float,
     ) -> None:
         self.engine = engine
         self.target = target
@@ -357,6 +372,7 @@ class _Run:
         self.errors: list[BaseException] = []
         self.ckpt = _control("backfill_checkpoints")
         self.run_id = uuid.uuid4().hex[:6]
+        self.reconnect_timeout = reconnect_timeout_s
         #: (min, max) of a dense integer key: batches are then plain arithmetic ranges.
         self.dense: tuple[int, int] | None = None
         timeout = options.statement_timeout_ms or int(options.lease_seconds * 500)
@@ -380,7 +396,13 @@ class _Worker:
     def __init__(self, run: _Run, index: int) -> None:
         self.run = run
         self.index = index
-        self.name = f"{socket.gethostname()}:{os.getpid()}:{run.run_id}:{index}"
+        #: The worker's name without its session: the ``:b<backend pid>`` suffix changes on reconnect.
+        self.base = f"{socket.gethostname()}:{os.getpid()}:{run.run_id}:{index}"
+        self.name = self.base
+        #: The chunk being worked on, kept across a lost connection so it can be re-taken.
+        self.held: Chunk | None = None
+        #: This worker's name in the session that held ``held`` (its lease is in that name).
+        self.held_as = self.name
         o = run.options
         if run.target.ctid:
             rpp = run.target.rows_per_page
@@ -397,20 +419,41 @@ class _Worker:
 
     # -- thread body
 
+    def open(self) -> psycopg.Connection[Any]:
+        """A session for this worker, named after its backend pid so that other workers see at
+        once when it is gone (its process killed, the server restarted) and may take its chunk."""
+        conn = _connect(self.run.engine, f"ecm backfill {self.run.spec.plan_id}")
+        self.name = f"{self.base}:b{conn.info.backend_pid}"
+        return conn
+
     def __call__(self) -> None:
-        conn: psycopg.Connection[Any] | None = None
+        link: Link | None = None
         try:
-            conn = _connect(self.run.engine, f"ecm backfill {self.run.spec.plan_id}")
-            # The backend pid lets others see at once that a killed worker's chunk is free.
-            self.name = f"{self.name}:b{conn.info.backend_pid}"
-            self.loop(conn)
+            link = Link(
+                self.open,
+                plan_id=self.run.spec.plan_id,
+                who=self.base,
+                timeout=self.run.reconnect_timeout,
+                stop=self.run.stop,
+            )
+            while True:
+                try:
+                    self.resume(link.conn)
+                    self.loop(link.conn)
+                    return
+                except Exception as exc:
+                    if self.run.stop.is_set() or not connection_lost(exc):
+                        raise
+                    link.replace(exc)
+                    self.reconnected(link.outages[-1])
         except BaseException as exc:
             self.run.errors.append(exc)
             self.run.stop.set()
         finally:
-            if conn is not None:
+            if link is not None:
                 try:
-                    if not conn.closed:
+                    if link.usable:
+                        conn = link.conn
                         if conn.info.transaction_status != 0:
                             conn.rollback()
                         # Hand unfinished chunks back at once instead of at lease expiry.
@@ -421,7 +464,7 @@ class _Worker:
                         )
                 except Exception:
                     pass
-                conn.close()
+                link.close()
 
     def loop(self, conn: psycopg.Connection[Any]) -> None:
         poll = min(1.0, self.run.options.lease_seconds / 4)
@@ -445,12 +488,99 @@ class _Worker:
                     self.run.chunk_done.wait(poll)
                 continue
             waiting_logged = False
-            if self.run.target.ctid:
-                self.pages(conn, chunk)
-            elif self.run.dense is not None:
-                self.dense_keys(conn, chunk)
-            else:
-                self.keys(conn, chunk)
+            self.work(conn, chunk)
+
+    def work(self, conn: psycopg.Connection[Any], chunk: Chunk) -> None:
+        """Batches over ``chunk`` until it is finished or lost; a lost connection leaves it held."""
+        self.held, self.held_as = chunk, self.name
+        if self.run.target.ctid:
+            self.pages(conn, chunk)
+        elif self.run.dense is not None:
+            self.dense_keys(conn, chunk)
+        else:
+            self.keys(conn, chunk)
+        self.held = None
+
+    # -- after a lost connection
+
+    def reconnected(self, outage_s: float) -> None:
+        info = {
+            "worker": self.held_as if self.held is not None else self.base,
+            "outage_s": round(outage_s, 2),
+            "chunk": self.held.number if self.held is not None else None,
+        }
+        with self.run.lock:
+            self.run.result.reconnects.append(info)
+
+    def resume(self, conn: psycopg.Connection[Any]) -> None:
+        """Finish the chunk this worker held when its connection was lost, if it still may."""
+        if self.held is None:
+            return
+        again = self.reclaim(conn, self.held)
+        self.held = None
+        if again is not None:
+            self.work(conn, again)
+
+    def reclaim(self, conn: psycopg.Connection[Any], chunk: Chunk) -> Chunk | None:
+        """Re-take the plan's advisory lock and the chunk's lease before writing again.
+
+        The lease is still in the old session's name, which no longer exists, so any worker may
+        have taken the chunk over meanwhile; the checkpoint (committed with its batch) says
+        where to go on, so the batch that was in flight when the server went away is the only
+        one done again. The advisory lock is the one checkpoints are created and reset under:
+        a ``--restart`` or a reset that happened during the outage is seen, not overwritten.
+        """
+        with conn.transaction():
+            _plan_lock(conn, self.run.spec.plan_id)
+            row = conn.execute(
+                f"""
+                UPDATE {self.run.ckpt} c
+                   SET worker = %(me)s,
+                       lease_expires_at = now() + make_interval(secs => %(lease)s),
+                       updated_at = now()
+                 WHERE c.plan_id = %(plan)s AND c.chunk = %(chunk)s AND c.finished_at IS NULL
+                   AND (c.worker = %(was)s OR c.worker IS NULL OR c.lease_expires_at IS NULL
+                        OR c.lease_expires_at < now()
+                        OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                                        WHERE a.pid = substring(c.worker FROM ':b([0-9]+)$')::int))
+                RETURNING c.lo_key, c.hi_key, c.last_key, c.rows_done
+                """,
+                {
+                    "me": self.name,
+                    "was": self.held_as,
+                    "lease": self.run.options.lease_seconds,
+                    "plan": self.run.spec.plan_id,
+                    "chunk": chunk.number,
+                },
+            ).fetchone()
+        if row is None:
+            log.info(
+                "backfill_chunk_gone",
+                plan_id=self.run.spec.plan_id,
+                worker=self.name,
+                chunk=chunk.number,
+                detail=f"chunk {chunk.number} was finished or taken over while the connection was lost",
+            )
+            return None
+        lo, hi, last, rows_done = row
+        again = Chunk(
+            chunk.number, _load_key(lo), _load_key(hi), _load_key(last), int(rows_done), self.held_as
+        )
+        if again.last is None:
+            where = "its start"
+        else:
+            where = f"page {again.last[0]}" if self.run.target.ctid else f"key {_fmt_key(again.last)}"
+        log.info(
+            "backfill_resume",
+            plan_id=self.run.spec.plan_id,
+            worker=self.name,
+            chunk=again.number,
+            last_key=list(again.last) if again.last is not None else None,
+            rows_done=again.rows_done,
+            detail=f"reconnected: resuming chunk {again.number} after {where} "
+            f"({again.rows_done} rows already done)",
+        )
+        return again
 
     # -- chunk leases
 
@@ -589,6 +719,8 @@ class _Worker:
         try:
             return self.run.probe(ctx)
         except Exception as exc:
+            if connection_lost(exc):  # not the probe's fault: reconnect, do not carry on blind
+                raise
             # A monitoring query that fails (permissions, a dropped view) must not stop the
             # backfill; it is logged and the batch goes on.
             log.warning("backfill_probe_failed", plan_id=self.run.spec.plan_id, error=_first_line(exc))
@@ -843,10 +975,7 @@ def _prepare(conn: psycopg.Connection[Any], target: Target, options: BackfillOpt
     ckpt = _control("backfill_checkpoints")
     plans = _control("plans")
     with conn.transaction():
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            ["expandcontract:backfill:" + spec.plan_id],
-        )
+        _plan_lock(conn, spec.plan_id)
         if options.restart:
             conn.execute(f"DELETE FROM {ckpt} WHERE plan_id = %s", [spec.plan_id])
             conn.execute(
@@ -975,9 +1104,9 @@ def _ledger_start(
 
 
 def _ledger_end(
-    conn: psycopg.Connection[Any], entry: int | None, outcome: str, detail: dict[str, Any]
+    conn: psycopg.Connection[Any] | None, entry: int | None, outcome: str, detail: dict[str, Any]
 ) -> None:
-    if entry is None or conn.closed:
+    if entry is None or conn is None or conn.closed:
         return
     try:
         if conn.info.transaction_status != 0:
@@ -1008,6 +1137,7 @@ def run_backfill(
     """
     options = options or BackfillOptions()
     options.validate()
+    timeout = reconnect_timeout()
     _ensure_control(engine)
     db_probe = DatabaseProbe(
         options.max_replication_lag_s,
@@ -1017,37 +1147,43 @@ def run_backfill(
     )
     combined: HealthProbe = AllProbes([probe, db_probe]) if probe is not None else db_probe
     started = time.monotonic()
-    conn = _connect(engine, f"ecm backfill {spec.plan_id}")
+    plan_id = spec.plan_id
+    link = Link(
+        lambda: _connect(engine, f"ecm backfill {plan_id}"),
+        plan_id=plan_id,
+        who="main",
+        timeout=timeout,
+    )
     entry: int | None = None
     try:
-        target = resolve(conn, spec)
-        done, chunks = _prepare(conn, target, options)
+        target = link.call(lambda c: resolve(c, spec))
+        done, chunks = link.call(lambda c: _prepare(c, target, options))
         if done:
-            total, _ = _rows_total(conn, spec.plan_id)
-            log.info("backfill_already_complete", plan_id=spec.plan_id, rows_total=total)
+            total, _ = link.call(lambda c: _rows_total(c, plan_id))
+            log.info("backfill_already_complete", plan_id=plan_id, rows_total=total)
             return BackfillResult(
-                plan_id=spec.plan_id,
+                plan_id=plan_id,
                 status="already_complete",
                 rows_total=total,
                 chunks=chunks,
                 workers=options.workers,
             )
-        entry = _ledger_start(
-            conn, spec.plan_id, "backfill", {"workers": options.workers, "host": socket.gethostname()}
-        )
-        run = _Run(engine, target, options, combined)
-        run.dense = _dense_range(conn, target)
+        detail = {"workers": options.workers, "host": socket.gethostname()}
+        entry = link.call(lambda c: _ledger_start(c, plan_id, "backfill", detail))
+        run = _Run(engine, target, options, combined, timeout)
+        run.dense = link.call(lambda c: _dense_range(c, target))
         run.result.chunks = chunks
-        before, _ = _rows_total(conn, spec.plan_id)
+        before, _ = link.call(lambda c: _rows_total(c, plan_id))
         log.info(
             "backfill_start",
-            plan_id=spec.plan_id,
+            plan_id=plan_id,
             table=f"{spec.schema}.{spec.table}",
             key=list(spec.key) or ["ctid"],
             workers=options.workers,
             chunks=chunks,
             rows_estimate=target.rows_estimate,
             rows_already_done=before,
+            reconnect_timeout_s=run.reconnect_timeout,
         )
         threads = [
             threading.Thread(target=_Worker(run, i), name=f"ecm-backfill-{i}", daemon=True)
@@ -1057,7 +1193,7 @@ def run_backfill(
         interval = 0.5 if bar else min(options.progress_interval_s, 1.0)
         try:
             with Reporter(
-                spec.plan_id,
+                plan_id,
                 max(target.rows_estimate, before),
                 bar=bar,
                 interval_s=options.progress_interval_s,
@@ -1067,10 +1203,14 @@ def run_backfill(
                 while any(t.is_alive() for t in threads):
                     for t in threads:
                         t.join(timeout=interval / len(threads))
-                    total, _ = _rows_total(conn, spec.plan_id)
-                    rep.update(total)
-                total, unfinished = _rows_total(conn, spec.plan_id)
-                rep.update(total, final=not unfinished)
+                    # While the server is away the workers wait for it themselves; progress
+                    # just skips a reading rather than hold up watching them.
+                    now = link.try_call(lambda c: _rows_total(c, plan_id))
+                    if now is not None:
+                        rep.update(now[0])
+                if not run.errors:
+                    total, unfinished = link.call(lambda c: _rows_total(c, plan_id))
+                    rep.update(total, final=not unfinished)
         except BaseException:
             run.stop.set()
             for t in threads:
@@ -1080,11 +1220,17 @@ def run_backfill(
             exc = run.errors[0]
             if isinstance(exc, OperationalError | BadInput):
                 raise exc
-            raise OperationalError(f"backfill of {spec.plan_id} failed: {_first_line(exc)}") from exc
+            raise OperationalError(f"backfill of {plan_id} failed: {_first_line(exc)}") from exc
         result = run.result
-        result.rows_total, unfinished = _rows_total(conn, spec.plan_id)
+
+        def settle(c: psycopg.Connection[Any]) -> tuple[int, int]:
+            counts = _rows_total(c, plan_id)
+            if counts[1] == 0:
+                _complete(c, plan_id)
+            return counts
+
+        result.rows_total, unfinished = link.call(settle)
         if unfinished == 0:
-            _complete(conn, spec.plan_id)
             result.status = "complete"
         else:
             result.status = "interrupted" if run.stop.is_set() else "incomplete"
@@ -1093,7 +1239,7 @@ def run_backfill(
         result.chunks_finished.sort()
         log.info(
             "backfill_done",
-            plan_id=spec.plan_id,
+            plan_id=plan_id,
             status=result.status,
             rows_done=result.rows_done,
             rows_updated=result.rows_updated,
@@ -1101,18 +1247,21 @@ def run_backfill(
             elapsed_s=result.elapsed_s,
             rows_per_s=result.rows_per_s,
             batches=result.batches,
+            reconnects=len(result.reconnects),
         )
-        _ledger_end(conn, entry, "ok" if result.status == "complete" else result.status, result.to_json())
+        _ledger_end(
+            link.current, entry, "ok" if result.status == "complete" else result.status, result.to_json()
+        )
         entry = None
         return result
     except KeyboardInterrupt:
-        _ledger_end(conn, entry, "interrupted", {})
+        _ledger_end(link.current, entry, "interrupted", {})
         raise
     except BaseException as exc:
-        _ledger_end(conn, entry, "failed", {"error": _first_line(exc)})
+        _ledger_end(link.current, entry, "failed", {"error": _first_line(exc)})
         raise
     finally:
-        conn.close()
+        link.close()
 
 
 def verify(engine: Engine, spec: BackfillSpec, *, batch_size: int = 50_000, show: int = 10) -> VerifyResult:
@@ -1124,11 +1273,20 @@ def verify(engine: Engine, spec: BackfillSpec, *, batch_size: int = 50_000, show
     """
     if batch_size < 1:
         raise BadInput("--batch-size must be at least 1")
+    timeout = reconnect_timeout()
     _ensure_control(engine)
     started = time.monotonic()
-    conn = _connect(engine, f"ecm verify {spec.plan_id}")
+    plan_id = spec.plan_id
+    # A restart during the walk costs the batch it interrupted: each batch is read again whole.
+    link = Link(
+        lambda: _connect(engine, f"ecm verify {plan_id}"),
+        plan_id=plan_id,
+        who="verify",
+        timeout=timeout,
+    )
+    mismatch = _escape(spec.mismatch_sql)
     try:
-        target = resolve(conn, spec)
+        target = link.call(lambda c: resolve(c, spec))
         checked = 0
         bad = 0
         keys: list[dict[str, str]] = []
@@ -1136,69 +1294,83 @@ def verify(engine: Engine, spec: BackfillSpec, *, batch_size: int = 50_000, show
         if target.ctid:
             p = target.pages
             step = max(1, int(batch_size / target.rows_per_page))
-            end = _nblocks(conn, target)
+            end = link.call(lambda c: _nblocks(c, target))
             page = 0
             while page < end:
                 params = {**p.params(page, page + step), "lim": max(0, show - len(keys))}
-                row = conn.execute(
-                    f"SELECT count(*), count(*) FILTER (WHERE {_escape(spec.mismatch_sql)}) FROM {p.table} "
-                    f"WHERE {p.predicate}",
-                    params,
-                ).fetchone()
-                assert row is not None
-                checked += int(row[0])
-                if row[1]:
-                    bad += int(row[1])
-                    if len(keys) < show:
-                        keys += [{"ctid": str(r[0])} for r in conn.execute(p.mismatch_keys_sql(spec), params)]
+
+                def pages(
+                    c: psycopg.Connection[Any], params: dict[str, Any] = params, want: int = show - len(keys)
+                ) -> tuple[int, int, list[str]]:
+                    row = c.execute(
+                        f"SELECT count(*), count(*) FILTER (WHERE {mismatch}) FROM {p.table} WHERE {p.predicate}",
+                        params,
+                    ).fetchone()
+                    assert row is not None
+                    found: list[str] = []
+                    if row[1] and want > 0:
+                        found = [str(r[0]) for r in c.execute(p.mismatch_keys_sql(spec), params)]
+                    return int(row[0]), int(row[1]), found
+
+                n, n_bad, found_ctids = link.call(pages)
+                checked += n
+                bad += n_bad
+                keys += [{"ctid": t} for t in found_ctids]
                 page += step
                 if page >= end:
-                    end = _nblocks(conn, target)
+                    end = link.call(lambda c: _nblocks(c, target))
         else:
             r = target.ranges
             last: Key | None = None
             while True:
-                params = r.params(last, None)
-                row = conn.execute(
-                    r.bound_sql(last is not None, False), {**params, "off": batch_size - 1}
-                ).fetchone()
-                upper: Key | None = tuple(row) if row is not None else None
-                rng = r.params(last, upper)
-                lo_, hi_ = last is not None, upper is not None
-                counts = conn.execute(
-                    f"SELECT count(*), count(*) FILTER (WHERE {_escape(spec.mismatch_sql)}) "
-                    f"FROM {r.table} WHERE {r.predicate(lo_, hi_)}",
-                    rng,
-                ).fetchone()
-                assert counts is not None
-                checked += int(counts[0])
-                if counts[1]:
-                    bad += int(counts[1])
-                    if len(keys) < show:
-                        found = conn.execute(
-                            r.mismatch_keys_sql(spec, lo_, hi_), {**rng, "lim": show - len(keys)}
-                        )
-                        keys += [dict(zip(names, map(str, k), strict=True)) for k in found]
+
+                def keyed(
+                    c: psycopg.Connection[Any], last: Key | None = last, want: int = show - len(keys)
+                ) -> tuple[Key | None, int, int, list[dict[str, str]]]:
+                    row = c.execute(
+                        r.bound_sql(last is not None, False), {**r.params(last, None), "off": batch_size - 1}
+                    ).fetchone()
+                    upper: Key | None = tuple(row) if row is not None else None
+                    rng = r.params(last, upper)
+                    lo_, hi_ = last is not None, upper is not None
+                    counts = c.execute(
+                        f"SELECT count(*), count(*) FILTER (WHERE {mismatch}) FROM {r.table} "
+                        f"WHERE {r.predicate(lo_, hi_)}",
+                        rng,
+                    ).fetchone()
+                    assert counts is not None
+                    found: list[dict[str, str]] = []
+                    if counts[1] and want > 0:
+                        rows = c.execute(r.mismatch_keys_sql(spec, lo_, hi_), {**rng, "lim": want})
+                        found = [dict(zip(names, map(str, k), strict=True)) for k in rows]
+                    return upper, int(counts[0]), int(counts[1]), found
+
+                upper, n, n_bad, found_keys = link.call(keyed)
+                checked += n
+                bad += n_bad
+                keys += found_keys
                 if upper is None:
                     break
                 last = upper
         ok = bad == 0
         if ok:
-            conn.execute(
-                f"UPDATE {_control('plans')} SET verified_at = now(), updated_at = now() WHERE plan_id = %s",
-                [spec.plan_id],
+            link.call(
+                lambda c: c.execute(
+                    f"UPDATE {_control('plans')} SET verified_at = now(), updated_at = now() WHERE plan_id = %s",
+                    [plan_id],
+                )
             )
-        result = VerifyResult(spec.plan_id, ok, checked, bad, keys, round(time.monotonic() - started, 3))
+        result = VerifyResult(plan_id, ok, checked, bad, keys, round(time.monotonic() - started, 3))
         log.info(
             "backfill_verified" if ok else "backfill_verify_failed",
-            plan_id=spec.plan_id,
+            plan_id=plan_id,
             rows_checked=checked,
             mismatch_count=bad,
             first_mismatches=keys,
         )
         return result
     finally:
-        conn.close()
+        link.close()
 
 
 def _escape(fragment: str) -> str:

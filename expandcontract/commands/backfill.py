@@ -127,6 +127,12 @@ def register(app: typer.Typer) -> None:
             common.say(
                 f"resumed chunk {r['chunk']} after key {r['last_key']} ({r['rows_done']:,} rows done before)"
             )
+        if result.reconnects:
+            longest = max(float(r["outage_s"]) for r in result.reconnects)
+            common.say(
+                f"reconnected {len(result.reconnects)} time(s) after losing the server "
+                f"(longest wait {longest:.1f} s); resumed from the checkpoints"
+            )
         common.say(
             f"backfill of {plan} {result.status}: {result.rows_done:,} rows in this run "
             f"({result.rows_updated:,} changed), {result.elapsed_s:.1f} s, {result.rows_per_s:,.0f} rows/s; "
