@@ -48,7 +48,7 @@ CASES = [
     # Views and the table's own policies are carried through (tests/test_dependent_views.py);
     # a materialized view, and a policy of another table, are not.
     (["accounts", "viewed", "seen"], "materialized view"),
-    (["accounts", "secret", "hidden"], "policy by_secret on table notes"),
+    (["accounts", "secret", "hidden"], "policy by_secret on table public.notes"),
     (["events", "label", "title"], "partitioned"),
     (["accounts", "name", "x" * 64], "63 bytes"),
     (["accounts", "name", "é" * 32], "63 bytes"),
