@@ -121,6 +121,8 @@ def render_phase(
                 + "\n"
                 + terminated(guard_sql(plan, contract=_is_contract(phase, direction)))
             )
+        elif step.kind == "backfill" and step.sql:  # another table's backfill (bigint-key)
+            chunks.append(_extra_backfill_sql(plan, step.sql, reverse=direction == "downgrade"))
         elif step.kind == "backfill":
             chunks.append(_backfill_sql(plan, reverse=direction == "downgrade"))
         elif step.kind == "swap":
@@ -158,8 +160,11 @@ def swap_sql(plan: dict[str, Any], label: str, step: Step) -> str:
     from ..live.swaps import GRACE_SECONDS
 
     s = q(control_schema())
-    swap_id = literal(f"{plan['plan_id']}/{label}")
-    table = literal(f"{plan['schema']}.{plan['table']}")
+    from .runtime import swap_table
+
+    own, other = f"{plan['schema']}.{plan['table']}", swap_table(plan, step)
+    swap_id = literal(f"{plan['plan_id']}/{label}" + (f"/{other}" if other != own else ""))
+    table = literal(other)
     wait = f"""DO $ecm_wait$
 DECLARE
     started timestamptz := clock_timestamp();
@@ -217,6 +222,14 @@ def _backfill_sql(plan: dict[str, Any], *, reverse: bool) -> str:
         + "\n"
         + ddl_timeouts()
     )
+
+
+def _extra_backfill_sql(plan: dict[str, Any], name: str, *, reverse: bool) -> str:
+    from .runtime import extra_backfill
+
+    if not reverse and get("ECM_BACKFILL").lower() == "defer":
+        return f"-- step: backfill {name} deferred (ECM_BACKFILL=defer): run it later with `ecm upgrade --phase backfill`"
+    return backfill_sql(extra_backfill(plan, name)) + "\n" + ddl_timeouts()
 
 
 def backfill_sql(spec_json: dict[str, Any]) -> str:

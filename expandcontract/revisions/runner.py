@@ -340,14 +340,25 @@ def _backfills(engine: Engine, report: Report, *, dry_run: bool, progress: bool 
         if problems:  # copying into a column that is not there fails; the contract's guard explains
             report.backfills.append({**entry, "verified": False, "problems": problems})
             continue
+        # The plan's other tables first (bigint-key's children; each resumes from its own
+        # checkpoints and returns at once when done), so its own "complete" means all of them.
+        extras = [BackfillSpec.from_json(x) for x in (row.get("spec") or {}).get("backfills") or ()]
+        for extra in extras:
+            run_backfill(engine, extra, progress=progress)
         if row["backfill_status"] != "complete":
             result = run_backfill(engine, spec, progress=progress)
             entry["rows"] = getattr(result, "rows_done", None)
         checked = verify(engine, spec)
         entry["verified"] = bool(checked.ok)
+        for extra in extras:
+            if not checked.ok:
+                break
+            checked = verify(engine, extra)
+            spec = extra
         if not checked.ok:
             entry["mismatches"] = [str(k) for k in list(checked.mismatches)[:10]]
             entry["problems"] = [spec.describe_mismatches(checked.mismatch_count, checked.mismatches[:5])]
+            entry["verified"] = False
         elif row["phase"] in ("expanded", "backfilling"):
             with engine.connect() as conn:
                 ledger.set_phase(conn, row["plan_id"], "backfilled")

@@ -168,7 +168,7 @@ def run_live(
                     if step.kind == "guard":
                         outcome, detail = _guard(conn, plan, phase, direction)
                     elif step.kind == "backfill":
-                        outcome, detail = _backfill(conn, plan, reverse=direction == "downgrade")
+                        outcome, detail = _backfill(conn, plan, reverse=direction == "downgrade", step=step)
                     elif step.kind == "swap":
                         outcome, detail = _swap(conn, plan, label, step, timeouts)
                     elif step.kind == "precheck":
@@ -209,6 +209,9 @@ def _swap(
         return "skipped", {}
     swap_id = f"{plan['plan_id']}/{label}"
     table = f"{plan['schema']}.{plan['table']}"
+    other = swap_table(plan, step)
+    if other != table:  # a plan that swaps columns of several tables (bigint-key)
+        swap_id, table = f"{swap_id}/{other}", other
     force = os.environ.get("ECM_FORCE_CONTRACT", "") == plan["plan_id"]
     # Announcements and confirmations must be visible to other sessions at once: a connection
     # of our own, each statement committed.
@@ -298,12 +301,40 @@ def _ledger_spec(plan: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _backfill(conn: Connection, plan: dict[str, Any], *, reverse: bool) -> tuple[str, dict[str, Any]]:
+def swap_table(plan: dict[str, Any], step: Step) -> str:
+    """The table a swap step waits on: the plan's, unless the plan names another for the step
+    (``spec["swap_tables"]``, plans that swap columns of several tables)."""
+    default = f"{plan['schema']}.{plan['table']}"
+    return str(((plan.get("spec") or {}).get("swap_tables") or {}).get(step.name, default))
+
+
+def extra_backfill(plan: dict[str, Any], name: str) -> dict[str, Any]:
+    """One of the plan's extra backfill specs (``spec["backfills"]`` / ``spec["rollback_backfills"]``),
+    by its plan id: a backfill step whose ``sql`` names one runs it instead of the plan's own."""
+    spec = plan.get("spec") or {}
+    for data in [*(spec.get("backfills") or ()), *(spec.get("rollback_backfills") or ())]:
+        if data.get("plan_id") == name:
+            return dict(data)
+    raise OperationalError(f"plan {plan['plan_id']} has no backfill named {name!r}")
+
+
+def _backfill(
+    conn: Connection, plan: dict[str, Any], *, reverse: bool, step: Step | None = None
+) -> tuple[str, dict[str, Any]]:
     from ..backfill.engine import run_backfill
     from ..backfill.spec import BackfillSpec
     from ..db import ledger
 
     plan_id = plan["plan_id"]
+    if step is not None and step.sql:
+        # An extra table's backfill (checkpoints under its own id). Deferred like the plan's
+        # own: `ecm upgrade` runs it after the application line (runner._backfills).
+        if not reverse and get("ECM_BACKFILL").lower() == "defer":
+            log.info("backfill_deferred", plan_id=plan_id, spec=step.sql)
+            return "deferred", {}
+        with own_engine_for(conn) as engine:
+            result = run_backfill(engine, BackfillSpec.from_json(extra_backfill(plan, step.sql)))
+        return "ran", {"rows": getattr(result, "rows_done", None), "spec": step.sql}
     if not reverse and get("ECM_BACKFILL").lower() == "defer":
         row = ledger.get_plan(conn, plan_id) or {}
         if row.get("backfill_status") != "complete":
@@ -337,12 +368,15 @@ def backfill_problems(conn: Connection, plan: dict[str, Any], *, already_verifie
         return [f"the backfill of {plan_id} is {status}, not complete: run `ecm backfill {plan_id}`"]
     if already_verified:
         return []
-    spec = BackfillSpec.from_json(plan["backfill"])
+    problems: list[str] = []
+    specs = [plan["backfill"], *((plan.get("spec") or {}).get("backfills") or ())]
     with own_engine_for(conn) as engine:
-        result = verify(engine, spec)
-    if not result.ok:
-        return [spec.describe_mismatches(result.mismatch_count, result.mismatches[:5])]
-    return []
+        for data in specs:  # the plan's own, then those of its other tables (bigint-key)
+            spec = BackfillSpec.from_json(data)
+            result = verify(engine, spec)
+            if not result.ok:
+                problems.append(spec.describe_mismatches(result.mismatch_count, result.mismatches[:5]))
+    return problems
 
 
 def _guard(

@@ -121,7 +121,9 @@ class BigintKey(Operation):
         for fk in self.children(facts):
             fwhere = f"{qualified(fk.schema, fk.table)}.{qualified(None, fk.columns[0])}"
             if len(fk.columns) != 1:
-                raise BadInput(f"foreign key {fk.name} on {qualified(fk.schema, fk.table)} is composite; not supported")
+                raise BadInput(
+                    f"foreign key {fk.name} on {qualified(fk.schema, fk.table)} is composite; not supported"
+                )
             if (fk.schema, fk.table) == (facts.schema, facts.name):
                 raise BadInput(f"foreign key {fk.name} references its own table; not supported yet")
             child = cols[(fk.schema, fk.table, fk.columns[0])]
@@ -175,7 +177,10 @@ def _dollar(body: str, tag: str) -> str:
 
 
 def _do(lines: list[str], declare: str = "") -> str:
-    body = "\n".join("    " + (x if x.startswith(("EXECUTE", "SELECT", "next_value")) else f"EXECUTE {literal(x)};") for x in lines)
+    body = "\n".join(
+        "    " + (x if x.startswith(("EXECUTE", "SELECT", "next_value")) else f"EXECUTE {literal(x)};")
+        for x in lines
+    )
     body = f"{declare}BEGIN\n{body}\nEND"
     d = _dollar(body, "ecm_swap")
     return f"DO {d}\n{body}\n{d}"
@@ -198,12 +203,18 @@ class _Side:
         self.shadow = names.fit(f"{self.c}_{names.PREFIX}_new", key=f"{plan_id}:{tag}:shadow")
         self.retired = names.fit(f"{self.c}_{names.PREFIX}_old", key=f"{plan_id}:{tag}:old")
         self.function = (
-            names.function_name(plan_id) if fk is None else names.fit(f"{names.PREFIX}_{plan_id}_sync{n}", key=f"{plan_id}:{tag}:fn")
+            names.function_name(plan_id)
+            if fk is None
+            else names.fit(f"{names.PREFIX}_{plan_id}_sync{n}", key=f"{plan_id}:{tag}:fn")
         )
         self.trigger = names.trigger_name(plan_id)
         self.nn = names.not_null_check(plan_id)
-        self.indexes = [ix for ix in facts.indexes if self.c in ix.columns or (not ix.columns and self.c in ix.definition)]
-        self.index_names = {ix.name: names.derived(ix.name, self.c, self.shadow, plan_id) for ix in self.indexes}
+        self.indexes = [
+            ix for ix in facts.indexes if self.c in ix.columns or (not ix.columns and self.c in ix.definition)
+        ]
+        self.index_names = {
+            ix.name: names.derived(ix.name, self.c, self.shadow, plan_id) for ix in self.indexes
+        }
         self.fk_new = names.derived(fk.name, self.c, self.shadow, plan_id) if fk else ""
         self.spec_id = plan_id if fk is None else f"{plan_id}:{tag}"
         self.table_key = f"{facts.schema}.{facts.name}"
@@ -220,7 +231,9 @@ class _Side:
 
     def expand(self) -> list[Step]:
         return [
-            self.b.add_column(self.shadow, BIGINT, f"add column {self.shadow} (bigint) to {self.f.name}", copied=False),
+            self.b.add_column(
+                self.shadow, BIGINT, f"add column {self.shadow} (bigint) to {self.f.name}", copied=False
+            ),
             *self.b.trigger(self.function, self.trigger, self.function_sql()),
         ]
 
@@ -243,7 +256,12 @@ class _Side:
     def backfill_step(self, suffix: str = "") -> Step:
         name = f"backfill {self.f.name}" + (" again" if suffix else "")
         # A child's backfill names its spec (plan.spec["backfills"]); the parent's is the plan's own.
-        return Step(name, "backfill", "" if self.fk is None else self.spec_id + suffix, lock="row locks of one batch at a time")
+        return Step(
+            name,
+            "backfill",
+            "" if self.fk is None else self.spec_id + suffix,
+            lock="row locks of one batch at a time",
+        )
 
     def pk_index(self) -> IndexFact | None:
         return next((ix for ix in self.indexes if ix.primary), None)
@@ -258,17 +276,24 @@ class _Side:
         for ix in self.indexes:
             name = self.index_names[ix.name]
             definition = rewrite_index_definition(ix.definition, self.c, self.shadow, name, concurrently=True)
-            if ix.primary:
-                definition = definition.replace("CREATE UNIQUE INDEX", "CREATE UNIQUE INDEX", 1)
             steps.append(self.b.create_index(name, definition))
         return steps
 
     def add_fk(self, parent: _Side) -> list[Step]:
         assert self.fk is not None
         return [
-            self.b.add_foreign_key(self.fk, self.fk_new, [self.shadow], [parent.shadow], f"add foreign key {self.fk_new} (NOT VALID)"),
+            self.b.add_foreign_key(
+                self.fk,
+                self.fk_new,
+                [self.shadow],
+                [parent.shadow],
+                f"add foreign key {self.fk_new} (NOT VALID)",
+            ),
             self.b.validate(
-                self.f.schema, self.f.name, self.fk_new, "SHARE UPDATE EXCLUSIVE on the referencing table, ROW SHARE on the referenced"
+                self.f.schema,
+                self.f.name,
+                self.fk_new,
+                "SHARE UPDATE EXCLUSIVE on the referencing table, ROW SHARE on the referenced",
             ),
         ]
 
@@ -279,9 +304,13 @@ class _Side:
         for ix in self.indexes:
             if ix.primary:
                 continue
-            lines.append(f"ALTER INDEX IF EXISTS {qualified(self.f.schema, self.index_names[ix.name])} RENAME TO {q(ix.name)}")
+            lines.append(
+                f"ALTER INDEX IF EXISTS {qualified(self.f.schema, self.index_names[ix.name])} RENAME TO {q(ix.name)}"
+            )
             if ix.constraint and ix.unique:
-                lines.append(f"ALTER TABLE {t} ADD CONSTRAINT {q(ix.constraint)} UNIQUE USING INDEX {q(ix.name)}")
+                lines.append(
+                    f"ALTER TABLE {t} ADD CONSTRAINT {q(ix.constraint)} UNIQUE USING INDEX {q(ix.name)}"
+                )
         for g in self.col.grants:
             grantee = "PUBLIC" if g.grantee.upper() == "PUBLIC" else q(g.grantee)
             option = " WITH GRANT OPTION" if g.grantable else ""
@@ -311,7 +340,10 @@ class _Side:
     def child_swap(self) -> Step:
         assert self.fk is not None
         t = self.t
-        lines = [f"LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE", f"ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {q(self.fk.name)}"]
+        lines = [
+            f"LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE",
+            f"ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {q(self.fk.name)}",
+        ]
         lines += self.renames()
         if self.col.default is not None:
             lines.append(f"ALTER TABLE {t} ALTER COLUMN {q(self.retired)} DROP DEFAULT")
@@ -461,9 +493,15 @@ class _Planner:
             up += side.expand()
         down: list[Step] = [Builder.guard("expand-downgrade")]
         for side in self.sides:
-            down += [side.b.drop_constraint(side.f.schema, side.f.name, side.fk_new, foreign_key=True)] if side.fk else []
+            down += (
+                [side.b.drop_constraint(side.f.schema, side.f.name, side.fk_new, foreign_key=True)]
+                if side.fk
+                else []
+            )
             down += [side.b.drop_index(n) for n in side.index_names.values()]
-            down += [side.b.drop_constraint(side.f.schema, side.f.name, side.nn)] if not side.col.nullable else []
+            down += (
+                [side.b.drop_constraint(side.f.schema, side.f.name, side.nn)] if not side.col.nullable else []
+            )
         for side in self.sides:
             down += side.expand_down()
         return Phase(
@@ -511,7 +549,11 @@ class _Planner:
             if not side.col.nullable:
                 down.append(side.b.drop_constraint(side.f.schema, side.f.name, side.nn))
         for side in self.sides:
-            down.append(side.b.add_column(side.shadow, BIGINT, f"re-add shadow {side.shadow} on {side.f.name}", copied=False))
+            down.append(
+                side.b.add_column(
+                    side.shadow, BIGINT, f"re-add shadow {side.shadow} on {side.f.name}", copied=False
+                )
+            )
             down += side.b.trigger(side.function, side.trigger, side.function_sql())
         for side in self.sides:
             down.append(side.backfill_step(":rollback"))
