@@ -69,11 +69,12 @@ class RenameColumn(Operation):
 
     def validate(self, facts: TableFacts) -> None:
         super().validate(facts)
-        if facts.column is not None and (facts.dependent_views or facts.policies):
-            # Views and policies are carried over to NEW at the contract (see dependents()).
+        carry = facts.column is not None and bool(facts.dependent_views or facts.policies)
+        # Views and policies are carried over to NEW at the contract (see dependents()), once
+        # what makes the column unmovable anyway (primary key, identity, ...) has been said.
+        checks.column_is_movable(replace(facts, dependent_views=(), policies=()) if carry else facts)
+        if carry:
             self.dependents(facts)
-            facts = replace(facts, dependent_views=(), policies=())
-        checks.column_is_movable(facts)
         self.require_new_column(facts, self.new)
 
     def dependents(self, facts: TableFacts) -> Dependents:
