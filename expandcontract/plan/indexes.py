@@ -175,7 +175,7 @@ class IndexSpec:
                 f"LEFT JOIN pg_index i ON i.indexrelid = c.oid WHERE n.nspname = {literal(self.schema)} "
                 f"AND c.relname = {literal(self.name)} AND i.indrelid IS DISTINCT FROM "
                 f"{literal(self.table_sql)}::regclass",
-                "c.relname || ' (relkind ' || c.relkind || ')'",
+                "c.relname::text || ' (relkind ' || c.relkind::text || ')'",
             ),
             lock="none (catalog read)",
         )
