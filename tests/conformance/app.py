@@ -69,7 +69,7 @@ class App:
         self.slow: list[tuple[float, float]] = []  # (started at, seconds) of operations over 20 ms
         self.max_wait = 0.0
         self.metadata = MetaData()
-        columns = [Column(cfg["key"], BigInteger, primary_key=True)]
+        columns = [Column(cfg["key"], sa_type(cfg.get("key_type") or "BigInteger"), primary_key=True)]
         for name, spec in cfg["columns"].items():
             columns.append(Column(name, sa_type(spec), nullable=cfg.get("nullable", {}).get(name, True)))
         self.table = Table(cfg["table"], self.metadata, *columns)

@@ -52,6 +52,8 @@ HOLDER = "2-nullable"
 #       writes are not looked for at the end, the rows are gone by design; its errors still count.
 #   Side.unique: tuple[tuple[str, ...], ...] -- unique keys this version's MetaData declares
 #       (``Index(unique=True)``), which its reporter registers (drop-index's guard).
+#   Side.key_type: str -- the SQLAlchemy type this version maps the key ``id`` as (default
+#       "BigInteger"; bigint-key's old code maps "Integer").
 
 
 def snapshot(conn: psycopg.Connection[tuple[object, ...]], tables: tuple[str, ...]) -> dict[str, Any]:
@@ -174,6 +176,7 @@ class Scenario:
             "version": version,
             "table": getattr(side, "table", None) or self.case.table,
             "key": "id",
+            "key_type": getattr(side, "key_type", "BigInteger"),
             "columns": side.columns,
             "nullable": side.nullable,
             "write": side.write,
