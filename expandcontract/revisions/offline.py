@@ -273,11 +273,11 @@ def _pending_sql(plan_id: str) -> str:
 
 def ledger_sql(plan: dict[str, Any], label: str, revision: str) -> list[str]:
     """The plan row and a ledger entry, as the live runner records them after a phase."""
-    from .runtime import PHASE_STATE, _ledger_spec
+    from .runtime import _ledger_spec, phase_state
 
     s = q(control_schema())
     phase, _, down = label.partition("-")
-    state = literal(PHASE_STATE[(phase, "downgrade" if down else "upgrade")])
+    state = literal(phase_state(plan, phase, "downgrade" if down else "upgrade"))
     if (phase, down) == ("backfill", ""):
         # Live, a backfill phase that did not complete (deferred) leaves the plan expanded.
         state = (

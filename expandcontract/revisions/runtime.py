@@ -38,6 +38,30 @@ PHASE_STATE = {
 }
 
 
+def has_contract(plan: dict[str, Any]) -> bool:
+    """Whether the plan has a contract phase (add-index has only an expand); plans frozen
+    without ``revisions`` are taken to have one."""
+    revisions = plan.get("revisions")
+    return not isinstance(revisions, dict) or "contract" in revisions
+
+
+def phase_state(plan: dict[str, Any], phase: str, direction: Direction) -> str:
+    """The plan's state after a phase. A plan without a contract (add-index, add-unique) is
+    finished ("contracted") once its last phase is up: nothing of it is left in flight, so no
+    contract is waited for and later plans on its columns are not refused."""
+    state = PHASE_STATE[(phase, direction)]
+    revisions = plan.get("revisions")
+    if (
+        direction == "upgrade"
+        and phase != "backfill"
+        and not has_contract(plan)
+        and isinstance(revisions, dict)
+        and list(revisions)[-1:] == [phase]
+    ):
+        return "contracted"
+    return state
+
+
 def run_phase(
     plan: dict[str, Any], phase: str, direction: Direction, steps: Sequence[Step], *, revision: str
 ) -> None:
@@ -147,6 +171,7 @@ def run_live(
             and phase != "contract"
             and existing
             and existing["phase"] == "contracted"
+            and has_contract(plan)
         ):
             raise Refused(
                 f"rollback of {phase} of {plan_id} refused: its contract is applied, so the new column is the "
@@ -190,7 +215,7 @@ def run_live(
                 log.info("step", plan_id=plan_id, phase=label, step=step.name, outcome=outcome)
         finally:
             executor.reset(conn)
-        state = PHASE_STATE[(phase, direction)]
+        state = phase_state(plan, phase, direction)
         if phase == "backfill" and direction == "upgrade":
             status = ledger.get_plan(conn, plan_id) or {}
             state = "backfilled" if status.get("backfill_status") == "complete" else "expanded"
