@@ -285,3 +285,17 @@ def test_check_bad_input(project: Project, args: tuple[str, ...], fragment: str)
     assert result.returncode == 2, result.stderr
     assert fragment in error_line(result.stderr)
     assert written(project) == []
+
+
+def test_expression_the_server_rejects_is_bad_input(project: Project) -> None:
+    """What only the server can read (a type error, an unknown function) is still the input's
+    fault: exit 2 with the server's reason, nothing written."""
+    for expression, reason in (
+        ("qty > 'abc'", "invalid input syntax for type integer"),
+        ("nosuchfn(qty) > 0", "function nosuchfn(integer) does not exist"),
+    ):
+        result = project.ecm("plan", "add-check", "kids", "qty_bad", expression)
+        assert result.returncode == 2, result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.startswith("ecm: error:")]
+        assert len(lines) == 1 and "the server rejects it" in lines[0] and reason in lines[0], result.stderr
+    assert written(project) == []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import OperationalError
+from ..errors import BadInput, OperationalError, first_line
 from ..plan.model import Plan, Step
 
 if TYPE_CHECKING:
@@ -32,9 +32,27 @@ def run(conn: Connection, step: Step) -> None:
         raise Violations(f"{step.name}: {total} row(s), e.g. {samples}; nothing was changed")
 
 
+#: SQLSTATE classes that mean the user's SQL is wrong, not the database: data exceptions (22)
+#: and syntax errors or access rule violations (42: undefined function, wrong types, ...).
+_INPUT_CLASSES = ("22", "42")
+
+
 def run_all(conn: Connection, plan: Plan) -> None:
-    """Every precheck of a plan's upgrade steps, at plan time."""
+    """Every precheck of a plan's upgrade steps, at plan time.
+
+    The precheck is the first time the server reads an expression the user gave (a check, a
+    split, a fill): what it rejects as malformed is bad input (exit 2), like pglast's refusals.
+    """
+    from sqlalchemy.exc import DBAPIError
+
     for phase in plan.phases:
         for step in phase.upgrade:
-            if step.kind == "precheck":
+            if step.kind != "precheck":
+                continue
+            try:
                 run(conn, step)
+            except DBAPIError as exc:
+                state = str(getattr(exc.orig, "sqlstate", "") or "")
+                if state[:2] in _INPUT_CLASSES:
+                    raise BadInput(f"{step.name}: the server rejects it: {first_line(exc)}") from exc
+                raise
