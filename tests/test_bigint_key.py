@@ -81,7 +81,9 @@ INSERT INTO {cb} (ref) SELECT CASE WHEN g % 3 = 0 THEN NULL ELSE g END FROM gene
 def parent_insert(db: DB, key: str, table: str, value: int | None = None) -> int:
     if key == "plain":
         assert value is not None
-        row = db.execute(f'INSERT INTO "{table}" (id, name) VALUES (%s, %s) RETURNING id', [value, "x"]).fetchone()
+        row = db.execute(
+            f'INSERT INTO "{table}" (id, name) VALUES (%s, %s) RETURNING id', [value, "x"]
+        ).fetchone()
     else:
         row = db.execute(f'INSERT INTO "{table}" (name) VALUES (%s) RETURNING id', ["x"]).fetchone()
     assert row is not None
@@ -101,7 +103,9 @@ def test_key_and_two_children_become_bigint(tmp_path: Path, database_url: str, d
     ok(project, "upgrade", "--phase", "backfill")
     for table, column in (("items", "id"), ("children", "item id"), ("others", "ref")):
         shadow = f"{column}_ecm_new"
-        assert rows(db, f'SELECT count(*) FROM "{table}" WHERE "{shadow}" IS DISTINCT FROM "{column}"') == [(0,)]
+        assert rows(db, f'SELECT count(*) FROM "{table}" WHERE "{shadow}" IS DISTINCT FROM "{column}"') == [
+            (0,)
+        ]
     ok(project, "upgrade")
     for table, column in (("items", "id"), ("children", "item id"), ("others", "ref")):
         assert type_of(db, table, column) == "bigint", (table, column)
@@ -144,7 +148,7 @@ def test_rollback_from_every_phase_restores_the_original(tmp_path: Path, databas
         assert {c: v[:2] for c, v in after[table]["columns"].items()} == {
             c: v[:2] for c, v in original[table]["columns"].items()
         }, table
-    assert rows(db, "SELECT count(*) FROM children c JOIN items i ON i.id = c.\"item id\"") == [(301 - 1,)]
+    assert rows(db, 'SELECT count(*) FROM children c JOIN items i ON i.id = c."item id"') == [(301 - 1,)]
     new_id = parent_insert(db, "serial", "items")
     db.execute('INSERT INTO children ("item id") VALUES (%s)', [new_id])
 
@@ -153,7 +157,10 @@ def test_hostile_identifiers(tmp_path: Path, database_url: str, db: DB) -> None:
     parent, a, b = 'it"ems $ecm$', "ch;ild'ren", "Others Ü"
     db.execute('CREATE SCHEMA "we ird"; SET search_path = "we ird", public')
     project = new_project(
-        tmp_path, database_url, db, "SET search_path = \"we ird\"; " + setup_sql("serial", parent.replace('"', '""'), a, b)
+        tmp_path,
+        database_url,
+        db,
+        'SET search_path = "we ird"; ' + setup_sql("serial", parent.replace('"', '""'), a, b),
     )
     doc = plan(project, parent, "--schema", "we ird")
     assert doc["plan_id"]
@@ -186,3 +193,62 @@ def test_bad_input_exit_2_one_line_nothing_changed(
     assert len(lines) == 1 and fragment in lines[0], result.stderr
     assert snapshot(db, ("items",)) == before
     assert sorted(p.name for p in project.versions()) == versions
+
+
+def test_a_contract_stopped_between_swaps_fails_closed_and_rolls_back(
+    tmp_path: Path, database_url: str, db: DB
+) -> None:
+    """A foreign key the plan never saw keeps the parent's old primary key alive: the parent's swap
+    fails (exit 1) after the children swapped; the application keeps working, and abort from there
+    gives back the original."""
+    project = new_project(tmp_path, database_url, db, setup_sql("serial"))
+    original = snapshot(db, ("items", "children", "others"))
+    doc = plan(project, "items")
+    ok(project, "upgrade", "--phase", "backfill")
+    db.execute("CREATE TABLE late (id integer PRIMARY KEY REFERENCES items (id))")
+    failed = project.ecm("upgrade", env=NO_REPORTERS)
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    assert type_of(db, "children", "item id") == "bigint"
+    assert type_of(db, "others", "ref") == "bigint"
+    assert type_of(db, "items", "id") == "integer"
+    new_id = parent_insert(db, "serial", "items")
+    db.execute('INSERT INTO children ("item id") VALUES (%s)', [new_id])
+    db.execute("INSERT INTO late (id) VALUES (%s)", [new_id])
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        db.execute('INSERT INTO children ("item id") VALUES (%s)', [new_id + 1000])
+    ok(project, "abort", doc["plan_id"], "--allow-no-reporters")
+    after = snapshot(db, ("items", "children", "others"))
+    for table in ("items", "children", "others"):
+        assert after[table]["constraints"] == original[table]["constraints"], table
+        assert after[table]["indexes"] == original[table]["indexes"], table
+        assert after[table]["triggers"] == original[table]["triggers"], table
+        assert {c: v[:2] for c, v in after[table]["columns"].items()} == {
+            c: v[:2] for c, v in original[table]["columns"].items()
+        }, table
+    db.execute('INSERT INTO children ("item id") VALUES (%s)', [new_id])
+
+
+def test_offline_script_runs_in_psql(tmp_path: Path, database_url: str, db: DB) -> None:
+    """`ecm upgrade --sql`: every phase as one psql script, both children's backfills included."""
+    import shutil
+    import subprocess
+
+    if shutil.which("psql") is None:
+        pytest.skip("psql is not installed")
+    project = new_project(tmp_path, database_url, db, setup_sql("identity"))
+    plan(project, "items")
+    script = project.ecm("upgrade", "--sql", env=NO_REPORTERS)
+    assert script.returncode == 0, script.stderr[-3000:]
+    assert "CALL" in script.stdout
+    ran = subprocess.run(
+        ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-q", database_url],
+        input=script.stdout,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    for table, column in (("items", "id"), ("children", "item id"), ("others", "ref")):
+        assert type_of(db, table, column) == "bigint", (table, column)
+    db.execute("ALTER TABLE items ALTER COLUMN id RESTART WITH 3000000001")
+    assert parent_insert(db, "identity", "items") == 3_000_000_001

@@ -344,6 +344,16 @@ def guard_sql(plan: dict[str, Any], *, contract: bool) -> str:
             f"{literal(bf.get('mismatch_fix') or 'run the backfill first')};\n"
             "    END IF;"
         )
+    for extra in (plan.get("spec") or {}).get("backfills") or () if contract and bf else ():
+        # The plan's other tables (bigint-key's children): their rows must be in step too.
+        checks.append(
+            f"    IF EXISTS (SELECT 1 FROM {qualified(extra['schema'], extra['table'])} WHERE {extra['mismatch_sql']} LIMIT 1) THEN\n"
+            "        RAISE EXCEPTION 'ecm: contract % refused: rows of % %; %',\n"
+            f"            {plan_id}, {literal(extra['schema'] + '.' + extra['table'])}, "
+            f"{literal(extra.get('mismatch_label') or 'are out of step')}, "
+            f"{literal(extra.get('mismatch_fix') or 'run the backfill first')};\n"
+            "    END IF;"
+        )
     for table, columns in removes.items():
         if "*" in columns:  # the whole table goes: any live instance that maps it holds the change
             checks.append(

@@ -410,7 +410,16 @@ class _Side:
         )
 
     def contract_cleanup(self) -> list[Step]:
-        return [self.b.drop_trigger(self.function, self.trigger)[1]]
+        return [
+            self.b.drop_trigger(self.function, self.trigger)[1],
+            # The swapped-in column has no statistics yet: a sample, not a scan.
+            Step(
+                f"analyze {self.f.name} ({self.c})",
+                "sql",
+                f"ANALYZE {self.t} ({q(self.c)})",
+                lock="SHARE UPDATE EXCLUSIVE (reads a sample; reads and writes continue)",
+            ),
+        ]
 
     # -- rollback of the contract --------------------------------------------------------------
     def convert_back(self) -> Step:
@@ -487,17 +496,23 @@ class _Planner:
     def sides(self) -> list[_Side]:
         return [*self.children, self.parent]
 
+    def restore(self) -> list[Step]:
+        """Swapped columns back to integer and the children's foreign keys on the parent's key
+        again, from any point of the contract; each step skips when there is nothing to undo."""
+        steps = [side.convert_back() for side in self.sides]
+        for side in self.children:
+            steps += side.restore_fk(self.parent)
+            steps.append(side.b.drop_constraint(side.f.schema, side.f.name, side.fk_new, foreign_key=True))
+        return steps
+
     def expand(self) -> Phase:
         up: list[Step] = []
         for side in [self.parent, *self.children]:
             up += side.expand()
-        down: list[Step] = [Builder.guard("expand-downgrade")]
+        # After a contract that stopped between swaps (its revision never marked applied, so an
+        # abort starts here), swapped columns go back first; on an expanded plan these all skip.
+        down: list[Step] = [Builder.guard("expand-downgrade"), *self.restore()]
         for side in self.sides:
-            down += (
-                [side.b.drop_constraint(side.f.schema, side.f.name, side.fk_new, foreign_key=True)]
-                if side.fk
-                else []
-            )
             down += [side.b.drop_index(n) for n in side.index_names.values()]
             down += (
                 [side.b.drop_constraint(side.f.schema, side.f.name, side.nn)] if not side.col.nullable else []
@@ -538,12 +553,7 @@ class _Planner:
         up.append(p.parent_swap())
         for side in self.sides:
             up += side.contract_cleanup()
-        down: list[Step] = []
-        for side in self.sides:
-            down.append(side.convert_back())
-        for side in self.children:
-            down += side.restore_fk(p)
-            down.append(side.b.drop_constraint(side.f.schema, side.f.name, side.fk_new, foreign_key=True))
+        down: list[Step] = self.restore()
         for side in self.sides:
             down += [side.b.drop_index(n) for n in side.index_names.values() if n]
             if not side.col.nullable:
