@@ -8,6 +8,7 @@ from .add_foreign_key import AddForeignKey
 from .add_index import AddIndex
 from .add_unique import AddUnique
 from .base import Operation
+from .bigint_key import BigintKey
 from .change_type import ChangeType
 from .custom import Custom
 from .drop_column import DropColumn
@@ -37,6 +38,7 @@ REGISTRY: dict[str, type[Operation]] = {
         SplitColumn,
         MergeColumns,
         Custom,
+        BigintKey,
     )
 }
 
