@@ -259,9 +259,9 @@ def test_reporters_register_types_and_ecm_guard_check_judges_them(
         row = db.execute("SELECT types FROM ecm.instances WHERE id = %s", (new.id,)).fetchone()
         assert row is not None and row[0] == {
             "public.items": {
-                "id": {"type": "INTEGER", "nullable": False},
-                "note": {"type": "TEXT", "nullable": False},
-                "qty": {"type": "BIGINT", "nullable": True},
+                "id": {"type": "INTEGER", "nullable": False, "unique": []},
+                "note": {"type": "TEXT", "nullable": False, "unique": []},
+                "qty": {"type": "BIGINT", "nullable": True, "unique": []},
             }
         }
         assert new.column_types == row[0]
