@@ -49,7 +49,7 @@ class BigintKey(Operation):
     )
 
     column_name: str | None = param(
-        "The key column (default: the table's single-column primary key).", metavar="[COLUMN]", default=None
+        "The key column (default: the table's single-column primary key).", metavar="COLUMN", default=None
     )
 
     def check_input(self) -> None:
@@ -106,7 +106,14 @@ class BigintKey(Operation):
         super().validate(facts)
         k = self.key(facts)
         cols = _column_facts(facts)
-        parent = cols[(facts.schema, facts.name, k)]
+        parent = cols.get((facts.schema, facts.name, k))
+        if parent is None or any(
+            (fk.schema, fk.table, fk.columns[0]) not in cols for fk in self.children(facts)
+        ):
+            raise BadInput(
+                "bigint-key reads the key, its sequence and the foreign keys referencing it from the database; "
+                "--from-metadata is not supported"
+            )
         where = self.where(facts, k)
         if parent.column is not None and parent.col.type_sql == BIGINT:
             raise BadInput(f"column {where} is already bigint")
