@@ -253,7 +253,7 @@ def _without_names(annotation: Any, taken: set[str]) -> Any:
             meta = copy.copy(meta)
             meta.default, meta.param_decls = names[0], tuple(names[1:])
         out.append(meta)
-    return Annotated[(base, *out)]  # type: ignore[valid-type]
+    return Annotated[(base, *out)]
 
 
 def command(

@@ -12,8 +12,8 @@ from .bigint_key import BigintKey
 from .change_type import ChangeType
 from .custom import Custom
 from .drop_column import DropColumn
-from .drop_table import DropTable
 from .drop_index import DropIndex
+from .drop_table import DropTable
 from .merge_columns import MergeColumns
 from .rename_column import RenameColumn
 from .rename_table import RenameTable
@@ -28,17 +28,17 @@ REGISTRY: dict[str, type[Operation]] = {
         ChangeType,
         AddColumn,
         DropColumn,
-        AddForeignKey,
-        AddCheck,
+        RenameTable,
+        DropTable,
         AddIndex,
         DropIndex,
         AddUnique,
-        RenameTable,
-        DropTable,
+        AddForeignKey,
+        AddCheck,
+        BigintKey,
         SplitColumn,
         MergeColumns,
         Custom,
-        BigintKey,
     )
 }
 
