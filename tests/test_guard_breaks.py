@@ -285,7 +285,7 @@ def test_reporters_register_types_and_ecm_guard_check_judges_them(
         assert "retype_items_qty: 1 instance of web 1 maps public.items.note as nullable" in stderr
         listed = json.loads(run_ecm("instances", "--database-url", database_url, "--json").stdout)
         types = {i["version"]: i["types"] for i in listed["instances"]}
-        assert types["1"]["public.items"]["qty"] == {"type": "INTEGER", "nullable": True}
+        assert types["1"]["public.items"]["qty"] == {"type": "INTEGER", "nullable": True, "unique": []}
         assert "extra" not in types["1"]["public.items"]  # uses= carries no types
     code, doc, stderr = guard_json(database_url, "--allow-no-reporters")
     assert code == 0, stderr  # both deregistered: nothing maps the old shape any more
