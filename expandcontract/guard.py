@@ -120,7 +120,9 @@ class Break:
             )
         columns = data.get("columns") or ()
         if not (isinstance(columns, list | tuple) and all(isinstance(c, str) for c in columns)):
-            raise BadInput(f"malformed breaks entry in the plan: columns of {table}.{column} is not a list of names")
+            raise BadInput(
+                f"malformed breaks entry in the plan: columns of {table}.{column} is not a list of names"
+            )
         index = data.get("index")
         return cls(
             table=table,
@@ -530,7 +532,9 @@ def _judge(brk: Break, instance: Instance, used_table: str, types: Types | None)
     )
 
 
-def _judge_unique(brk: Break, instance: Instance, used_table: str, mapped: MappedColumn | None) -> Finding | None:
+def _judge_unique(
+    brk: Break, instance: Instance, used_table: str, mapped: MappedColumn | None
+) -> Finding | None:
     """Whether an instance declares the unique key the contract drops: it may then rely on it
     in ``ON CONFLICT``; when its reporter registered no unique keys, nobody can tell."""
     key = f"({', '.join(brk.columns)})"
@@ -581,7 +585,9 @@ def what_it_breaks(
         if not is_retype_for_the_guard(brk, types):
             continue
         for used_table, used_columns in instance.uses.items():
-            column_used = brk.column in set(used_columns) or (brk.kind == UNIQUE_KEY and brk.column == WHOLE_TABLE)
+            column_used = brk.column in set(used_columns) or (
+                brk.kind == UNIQUE_KEY and brk.column == WHOLE_TABLE
+            )
             if _table_matches(brk.table, used_table) and column_used:
                 finding = _judge(brk, instance, used_table, types)
                 if finding is not None:

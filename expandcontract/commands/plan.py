@@ -228,7 +228,9 @@ def _read(conn: Any, op: Operation) -> TableFacts:
     if wanted:
         from ..db.catalog import relation_kinds
 
-        facts = dc.replace(facts, extra={**facts.extra, "relations": relation_kinds(conn, facts.schema, wanted)})
+        facts = dc.replace(
+            facts, extra={**facts.extra, "relations": relation_kinds(conn, facts.schema, wanted)}
+        )
     return facts
 
 

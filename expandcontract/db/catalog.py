@@ -721,7 +721,9 @@ def _table_only(conn: Connection, relation: Row, columns: Sequence[Row], names: 
         # operations compare referencing and referenced columns.
         extra={
             "source": "catalog",
-            "column_types": {c["name"]: [c["type_sql"], c["base_type"], bool(c["not_null"])] for c in columns},
+            "column_types": {
+                c["name"]: [c["type_sql"], c["base_type"], bool(c["not_null"])] for c in columns
+            },
         },
     )
 

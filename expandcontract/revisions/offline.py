@@ -553,7 +553,9 @@ def _unique_key_sql(brk: Any, s: str, live_sql: str, who: list[str]) -> list[str
         f" but whether it declares the unique key {key} is unknown: cannot tell whether its ON CONFLICT "
         f"relies on {index}, which the contract drops"
     )
-    declares = literal(f" declaring the unique key {key}; the contract drops {index} (ON CONFLICT {key} fails without it)")
+    declares = literal(
+        f" declaring the unique key {key}; the contract drops {index} (ON CONFLICT {key} fails without it)"
+    )
     return [
         "hurts := true;",
         "FOR r IN SELECT i.app, i.version, i.host, i.pid,",
