@@ -68,8 +68,9 @@ def test_keys_go_first_then_the_table_and_abort_gives_it_back_empty(
     assert shape(db, "items") == before
     assert db.execute("SELECT count(*) FROM items").fetchone() == (0,)
     assert constraints(db, "children")["children_item_id_fkey"][1] is False  # NOT VALID: its rows are orphans
+    # The orphan child row references id 1: a new item must not take that id.
     row = db.execute("INSERT INTO items (qty) VALUES (0) RETURNING id, code, note").fetchone()
-    assert row == (1, 1, "x")
+    assert row == (2, 1, "x")
 
 
 @pytest.mark.parametrize(
@@ -108,3 +109,23 @@ def test_hostile_name(tmp_path: Path, database_url: str, db: psycopg.Connection[
     assert db.execute("""SELECT to_regclass('"Odd ""T"" $ecm$"')""").fetchone() == (None,)
     ok(project, "abort", doc["plan_id"], "--allow-no-reporters")
     assert list(columns(db, 'Odd "T" $ecm$')) == ["Id", "a b"]
+
+
+def test_abort_after_a_contract_stopped_half_way_gives_the_keys_back(
+    project: Project, db: psycopg.Connection[Any], database_url: str
+) -> None:
+    """The contract's first key drop commits, the second runs out of lock retries: abort must
+    re-add the first (the revision was never applied, so only the ledger knows it started)."""
+    before = {t: shape(db, t) for t in ("items", "children", "categories")}
+    doc = json.loads(ok(project, "plan", "drop-table", "items", "--json"))
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("LOCK TABLE categories IN ACCESS SHARE MODE")  # held until the block ends
+        result = project.ecm(
+            "upgrade", "--allow-no-reporters", env={"ECM_LOCK_TIMEOUT": "100ms", "ECM_DDL_RETRIES": "1"}
+        )
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert "children_item_id_fkey" not in constraints(db, "children")  # the first step did commit
+    assert db.execute("SELECT to_regclass('items') IS NOT NULL").fetchone() == (True,)
+    ok(project, "abort", doc["plan_id"], "--allow-no-reporters")
+    assert {t: shape(db, t) for t in ("items", "children", "categories")} == before
+    assert db.execute("SELECT count(*) FROM children").fetchone() == (1,)

@@ -156,7 +156,9 @@ def execute(conn: Connection, step: Step, timeouts: Timeouts | None = None) -> s
         if not isinstance(exc, sa_exc.DBAPIError):
             return False
         if concurrent:  # a failed CONCURRENTLY build is cleaned up and retried, whatever the cause
-            return _sqlstate(exc) not in {"42P01", "42703", "42601", "42883", "23505"}
+            # ... except what another attempt cannot change: a missing object, bad SQL, a
+            # duplicate, or rows that violate the constraint being validated.
+            return _sqlstate(exc) not in {"42P01", "42703", "42601", "42883", "23505", "23514", "23503"}
         return _sqlstate(exc) in RETRYABLE
 
     def attempt() -> str:

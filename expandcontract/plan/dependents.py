@@ -3,9 +3,9 @@
 PostgreSQL will not drop or retype a column a view or policy reads, and a view cannot
 change an output column's type in place. So the plan drops every such dependent (views
 top-down: a view over a view goes first), makes its change, and re-creates them
-bottom-up with their options, owner, grants and comments, all in ONE statement string:
-the executor sends it as one simple query, which PostgreSQL runs as one transaction,
-and the offline script wraps it in BEGIN/COMMIT. Nobody ever sees the views missing.
+bottom-up with their options, owner, grants and comments, all in ONE command (a DO block,
+:mod:`expandcontract.sql.transaction`: one command on every driver, asyncpg included), which
+PostgreSQL runs as one transaction. Nobody ever sees the views missing.
 
 The definitions come frozen from the catalog (:mod:`expandcontract.db.dependents`);
 where a definition must change it is rewritten by :mod:`expandcontract.sql.views`.
@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import BadInput
 from ..sql.quoting import literal, q, qualified
+from ..sql.transaction import one_transaction
 from ..sql.views import rename_in_policy, rename_in_view
 from .facts import TableFacts
 from .model import Step
@@ -232,5 +233,5 @@ def carried(facts: TableFacts, where: str, *, what: str) -> Dependents:
 
 
 def step(name: str, statements: list[str], *, lock: str = LOCK, kind: str = "ddl") -> Step:
-    """Several statements as one step: one simple query, so one transaction (see module doc)."""
-    return Step(name, kind, ";\n".join(statements), lock=lock)  # type: ignore[arg-type]
+    """Several statements as one step, one transaction, one command for every driver."""
+    return Step(name, kind, one_transaction(statements), lock=lock)  # type: ignore[arg-type]

@@ -170,6 +170,22 @@ def abort_plan(project: Project, engine: Any, plan_id: str) -> dict[str, Any]:
             + ("" if contract_only else ": old column re-created and filled")
         )
         state = "backfilled"
+    elif contract is not None and state == "contracting":
+        # The contract stopped half-way (a step ran out of lock retries): some of its steps
+        # committed (drop-table's foreign keys, a swap) though its revision is not applied.
+        # Its downgrade steps only re-create what is missing, so they give back exactly those.
+        with engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            run_live(
+                conn,
+                contract.module.PLAN,
+                "contract",
+                "downgrade",
+                contract.module.DOWNGRADE,
+                revision=contract.revision,
+            )
+        steps.append(f"contract {contract.revision} stopped half-way: what it had done is undone")
+        state = "backfilled"
     refused = False
     try:
         if refusal is not None:

@@ -99,7 +99,10 @@ def render_step(step: Step) -> str:
                 )
             )
         body = statement(step)
-        parts.append(body if outside_transaction(step) else f"BEGIN;\n{body}\nCOMMIT;")
+        body = body if outside_transaction(step) else f"BEGIN;\n{body}\nCOMMIT;"
+        if step.skip_if:
+            body = psql_if(f"NOT ({step.skip_if.strip().rstrip(';')})", body)
+        parts.append(body)
         parts.append(ddl_timeouts())
         return "\n".join(parts)
     body = f"BEGIN;\n{statement(step)}\nCOMMIT;"

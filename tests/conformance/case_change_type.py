@@ -1,4 +1,8 @@
-"""change-type under the same name (integer → bigint): a shadow column swapped in at the contract."""
+"""change-type under the same name (integer → bigint): a shadow column swapped in at the contract.
+
+A view over the column, a view over that view and a row-level-security policy that reads it
+are carried through the swap (dropped and re-created in its transaction).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,11 @@ CREATE INDEX items_qty_idx ON items (qty);
 INSERT INTO items (name, qty, note) SELECT 'seed-' || g, g, 'note-' || g FROM generate_series(1, {rows}) g;
 SELECT setval(pg_get_serial_sequence('items', 'id'), {rows});
 CREATE TABLE children (id bigserial PRIMARY KEY, item_id bigint REFERENCES items (id));
+CREATE VIEW item_qty AS SELECT id, qty FROM items;
+CREATE VIEW big_items WITH (security_barrier) AS SELECT id, qty FROM item_qty WHERE qty > 10;
+GRANT SELECT ON big_items TO PUBLIC;
+ALTER TABLE items ENABLE ROW LEVEL SECURITY;
+CREATE POLICY qty_visible ON items USING (qty >= 0);
 """
 
 #: Both versions insert child rows through a foreign key to the changed table in every phase.
@@ -41,6 +50,11 @@ CASE = Case(
     tables=("items", "children"),
     final_column="qty",
     final_checks=(
+        (
+            "SELECT count(*) FROM big_items b JOIN items i USING (id) WHERE b.qty IS DISTINCT FROM i.qty "
+            "OR pg_typeof(b.qty) <> 'bigint'::regtype",
+            "the views were carried through the swap and read the bigint column",
+        ),
         (
             "SELECT count(*) FROM pg_attribute WHERE attrelid = 'items'::regclass AND attname = 'qty' "
             "AND (format_type(atttypid, atttypmod) <> 'bigint' OR NOT attnotnull)",

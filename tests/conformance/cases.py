@@ -66,6 +66,11 @@ CREATE INDEX items_note_idx ON items (note);
 CREATE TABLE children (id bigserial PRIMARY KEY, item_name text REFERENCES items (name) ON UPDATE CASCADE);
 INSERT INTO items (name, note, qty) SELECT 'seed-' || g, 'note-' || g, g FROM generate_series(1, {rows}) g;
 SELECT setval(pg_get_serial_sequence('items', 'id'), {rows});
+CREATE VIEW item_names AS SELECT id, name FROM items;
+CREATE VIEW seed_names WITH (security_barrier) AS SELECT id, name FROM item_names WHERE name LIKE 'seed-%';
+GRANT SELECT ON seed_names TO PUBLIC;
+ALTER TABLE items ENABLE ROW LEVEL SECURITY;
+CREATE POLICY named_items ON items USING (name IS NOT NULL);
 """
 
 RENAME = Case(
@@ -86,6 +91,10 @@ RENAME = Case(
     tables=("items", "children"),
     final_checks=(
         ("SELECT count(*) FROM items WHERE full_name IS NULL", "every row has full_name"),
+        (
+            "SELECT count(*) FROM seed_names s JOIN items i USING (id) WHERE s.name IS DISTINCT FROM i.full_name",
+            "the views were carried to full_name (keeping their output name)",
+        ),
         (
             "SELECT count(*) FROM children c LEFT JOIN items i ON i.full_name = c.item_name WHERE i.id IS NULL",
             "every child row references an item",

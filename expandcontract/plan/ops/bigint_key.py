@@ -22,6 +22,8 @@ from typing import ClassVar
 
 from ...errors import BadInput
 from ...sql.quoting import literal, q, qualified
+from ...sql.rewrite import index_references_column
+from ...sql.transaction import one_transaction
 from .. import checks, names
 from ..blocks import Builder
 from ..facts import ColumnFacts, ForeignKeyFact, IndexFact, TableFacts, related_facts
@@ -216,9 +218,8 @@ class _Side:
         )
         self.trigger = names.trigger_name(plan_id)
         self.nn = names.not_null_check(plan_id)
-        self.indexes = [
-            ix for ix in facts.indexes if self.c in ix.columns or (not ix.columns and self.c in ix.definition)
-        ]
+        # Key, expression, INCLUDE or WHERE: every index DROP COLUMN would take with the column.
+        self.indexes = [ix for ix in facts.indexes if index_references_column(ix.definition, self.c)]
         self.index_names = {
             ix.name: names.derived(ix.name, self.c, self.shadow, plan_id) for ix in self.indexes
         }
@@ -464,7 +465,7 @@ class _Side:
             f"AND a.attnum = k.confkey[1] WHERE k.conname = {literal(fk.name)} AND k.conrelid = {literal(self.t)}::regclass "
             f"AND a.attname = {literal(parent.c)})"
         )
-        sql = ";\n".join(
+        sql = one_transaction(
             [
                 f"ALTER TABLE {self.t} DROP CONSTRAINT IF EXISTS {q(fk.name)}",
                 self.b.fk_sql(fk, fk.name, [self.c], [parent.c]),

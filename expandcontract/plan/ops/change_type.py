@@ -32,6 +32,7 @@ from typing import ClassVar
 
 from ...errors import BadInput
 from ...sql.quoting import literal, q, qualified
+from ...sql.transaction import one_transaction
 from .. import checks, names, types
 from ..blocks import Builder
 from ..dependents import Dependents, carried, step
@@ -300,7 +301,7 @@ class _Planner(Builder):
         """``statement`` with the dependents dropped before and re-created after, in its transaction."""
         if not deps:
             return statement
-        return ";\n".join([*deps.drops(), statement, *deps.creates()])
+        return one_transaction([*deps.drops(), statement, *deps.creates()])
 
     # -- conversions ----------------------------------------------------------------------
     def up_sql(self) -> str:

@@ -162,6 +162,7 @@ class _Planner(Builder):
                 skip_if=exists,
             )
         ]
+        down += self.sequences_past_references()
         for chk in self.f.checks:
             down.append(self.add_check(chk.name, chk.expression, f"re-add check {chk.name}"))
             if chk.valid:
@@ -193,7 +194,62 @@ class _Planner(Builder):
                 down.append(
                     self.validate(fk.schema, fk.table, fk.name, "SHARE UPDATE EXCLUSIVE (an empty table)")
                 )
+            elif fk.valid:
+                down.append(self.validate_unless_orphans(fk))
         return down
+
+    def validate_unless_orphans(self, fk: Any) -> Step:
+        """Another table's key validated again when none of its rows lost their parent: after a
+        contract stopped before DROP TABLE (abort gives back what it did), not after the drop."""
+        child = qualified(fk.schema, fk.table)
+        joined = " AND ".join(f"p.{q(r)} = c.{q(c)}" for c, r in zip(fk.columns, fk.ref_columns, strict=True))
+        present = " AND ".join(f"c.{q(c)} IS NOT NULL" for c in fk.columns)
+        orphans = (
+            f"SELECT EXISTS (SELECT 1 FROM {child} c WHERE {present} "
+            f"AND NOT EXISTS (SELECT 1 FROM {self.table_sql} p WHERE {joined}))"
+        )
+        valid = (
+            f"SELECT convalidated FROM pg_constraint WHERE conrelid = {literal(child)}::regclass "
+            f"AND conname = {literal(fk.name)}"
+        )
+        return Step(
+            f"validate {fk.name} again if every row still has its parent",
+            "concurrent",
+            f"ALTER TABLE {child} VALIDATE CONSTRAINT {q(fk.name)}",
+            lock=f"SHARE UPDATE EXCLUSIVE on {child}, ROW SHARE on the table (a scan; writes continue)",
+            skip_if=f"SELECT ({orphans}) OR COALESCE(({valid}), true)",
+        )
+
+    def sequences_past_references(self) -> list[Step]:
+        """Key sequences (serial or identity) moved past every value other tables still hold.
+
+        The re-created table is empty, its sequences start again at 1, and the foreign keys of
+        other tables come back NOT VALID over rows that reference the dropped rows: a new row
+        must not take such an id, or those orphans would silently belong to it.
+        """
+        steps = []
+        by_column: dict[str, list[str]] = {}
+        for fk in self.f.referenced_by:
+            if (fk.schema, fk.table) == self.me or len(fk.columns) != 1:
+                continue
+            by_column.setdefault(fk.ref_columns[0], []).append(
+                f"(SELECT max({q(fk.columns[0])}) FROM {qualified(fk.schema, fk.table)})"
+            )
+        keyed = {c["name"] for c in self.columns if c.get("sequence") or c.get("identity")}
+        for column, maxima in by_column.items():
+            if column not in keyed:
+                continue
+            highest = maxima[0] if len(maxima) == 1 else f"GREATEST({', '.join(maxima)})"
+            steps.append(
+                Step(
+                    f"move the sequence of {column} past the ids other tables still reference",
+                    "sql",
+                    f"SELECT setval(pg_get_serial_sequence({literal(self.table_sql)}, {literal(column)}), m) "
+                    f"FROM (SELECT {highest}::bigint AS m) v WHERE m IS NOT NULL",
+                    lock="none (reads the referencing tables)",
+                )
+            )
+        return steps
 
     def notes(self) -> tuple[str, ...]:
         out = [
