@@ -65,6 +65,7 @@ class App:
         self.errors: list[str] = []
         self.error_count = 0
         self.errors_by_label: dict[str, int] = {}
+        self.prepared_errors = 0  # of error_count: statements prepared before a swap
         self.expected: dict[str, Any] = {}  # row key (str) -> last value written by this process
         self.slow: list[tuple[float, float]] = []  # (started at, seconds) of operations over 20 ms
         self.max_wait = 0.0
@@ -125,6 +126,8 @@ class App:
             with self.lock:
                 self.error_count += 1
                 self.errors_by_label[label] = self.errors_by_label.get(label, 0) + 1
+                if "cached plan must not change result type" in str(exc):
+                    self.prepared_errors += 1
                 if len(self.errors) < 30:
                     self.errors.append(
                         f"v{self.cfg['version']} {label}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
@@ -261,6 +264,7 @@ class App:
                     "errors": self.errors,
                     "error_count": self.error_count,
                     "errors_by_label": self.errors_by_label,
+                    "prepared_errors": self.prepared_errors,
                     "expected": self.expected,
                     "slow": self.slow,
                     "max_wait": self.max_wait,

@@ -120,6 +120,7 @@ class Traffic:
             "operation": case.operation,
             "ops": {v: self.ops(v) for v in self.results},
             "errors": self.error_count(),
+            "prepared_errors": sum(int(r.get("prepared_errors", 0)) for r in self.results.values()),
             "max_wait_s": {p: round(self.max_wait(p), 3) for p in ("expand", "backfill", "contract")},
         }
 
