@@ -136,7 +136,7 @@ from expandcontract import LiveReporter
 m = MetaData()
 t = Table("items", m, Column("id", BigInteger, primary_key=True), Column("code", Text), Column("note", Text))
 Index("declared", t.c.code, unique=True)
-r = LiveReporter(sys.argv[1], app="web", version="1", metadata=m, interval=1.0, handle_signals=False).start()
+r = LiveReporter(sys.argv[1], app="web", version="1", metadata=m, interval=1.0).start()  # SIGTERM deregisters
 print("ready", flush=True)
 time.sleep(60)
 """

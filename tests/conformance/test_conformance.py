@@ -64,6 +64,7 @@ def test_abort_from_each_phase(case: Case, tmp_path: Path, database_url: str) ->
         assert s.snapshot() == expected, f"abort after {last} left the table changed"
 
 
+@pytest.mark.server_independent  # input checks and catalog lookups: the same on every server
 def test_bad_input_changes_nothing(case: Case, tmp_path: Path, database_url: str) -> None:
     s = Scenario(case, tmp_path, database_url)
     before = s.snapshot()
