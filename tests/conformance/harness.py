@@ -121,6 +121,14 @@ class Traffic:
             "ops": {v: self.ops(v) for v in self.results},
             "errors": self.error_count(),
             "prepared_errors": sum(int(r.get("prepared_errors", 0)) for r in self.results.values()),
+            # Operations by workload: SQLAlchemy Core on AUTOCOMMIT, ORM sessions, child rows.
+            "workloads": {
+                v: {
+                    w: sum(n for label, n in r["ops"].items() if label.startswith(w))
+                    for w in ("core", "orm", "child")
+                }
+                for v, r in self.results.items()
+            },
             "max_wait_s": {p: round(self.max_wait(p), 3) for p in ("expand", "backfill", "contract")},
         }
 
