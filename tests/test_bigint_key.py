@@ -252,3 +252,25 @@ def test_offline_script_runs_in_psql(tmp_path: Path, database_url: str, db: DB) 
         assert type_of(db, table, column) == "bigint", (table, column)
     db.execute("ALTER TABLE items ALTER COLUMN id RESTART WITH 3000000001")
     assert parent_insert(db, "identity", "items") == 3_000_000_001
+
+
+def test_ecm_backfill_and_verify_cover_every_table(tmp_path: Path, database_url: str, db: DB) -> None:
+    """`ecm backfill PLAN` fills the referencing tables' shadows too, and `ecm verify PLAN` reads
+    them: a child row put out of step behind the trigger's back fails it (exit 1)."""
+    project = new_project(tmp_path, database_url, db, setup_sql("serial"))
+    doc = plan(project, "items")
+    ok(project, "upgrade", "--phase", "expand")
+    ok(project, "backfill", doc["plan_id"])
+    ok(project, "verify", doc["plan_id"])
+    (shadow,) = rows(
+        db,
+        "SELECT attname FROM pg_attribute WHERE attrelid = 'children'::regclass AND attnum > 0 "
+        "AND NOT attisdropped AND attname NOT IN ('id', 'item id')",
+    )[0]
+    assert rows(db, f'SELECT count(*) FROM children WHERE "{shadow}" IS NULL') == [(0,)]
+    with db.transaction():
+        db.execute("SET LOCAL session_replication_role = replica")  # no trigger: out of step on purpose
+        db.execute(f'UPDATE children SET "{shadow}" = "{shadow}" + 1000 WHERE id = 7')
+    result = project.ecm("verify", doc["plan_id"])
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "id=7" in result.stderr, result.stderr[-2000:]

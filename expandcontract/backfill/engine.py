@@ -1379,6 +1379,22 @@ def _escape(fragment: str) -> str:
     return escape_percent(fragment)
 
 
+def load_extra_specs(engine: Engine, plan_id: str) -> list[BackfillSpec]:
+    """The backfills of a plan's other tables (bigint-key's referencing tables), in order; the
+    plan's own (:func:`load_spec`) runs after them, so its "complete" means all of them."""
+    conn = _connect(engine, "ecm")
+    try:
+        row = conn.execute(
+            f"SELECT spec -> 'backfills' FROM {_control('plans')} WHERE plan_id = %s", [plan_id]
+        ).fetchone()
+    finally:
+        conn.close()
+    if row is None or not row[0]:
+        return []
+    data = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    return [BackfillSpec.from_json(x) for x in data]
+
+
 def load_spec(engine: Engine, plan_id: str) -> BackfillSpec:
     """The plan's backfill spec from ``<control>.plans``; BadInput when there is none."""
     conn = _connect(engine, "ecm")

@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
         """Run a plan's backfill: resumable, throttled, parallel; resumes from its checkpoints."""
         import signal
 
-        from ..backfill.engine import BackfillOptions, load_spec, run_backfill
+        from ..backfill.engine import BackfillOptions, load_extra_specs, load_spec, run_backfill
         from ..backfill.health import AllProbes, HealthProbe, load_probe
 
         options = BackfillOptions(
@@ -118,6 +118,18 @@ def register(app: typer.Typer) -> None:
         signal.signal(signal.SIGTERM, _terminate)
         engine = common.engine()
         spec = load_spec(engine, plan)
+        for other in load_extra_specs(engine, plan):
+            # The plan's other tables first (each resumes from its own checkpoints).
+            done = run_backfill(engine, other, options, probe=extra, progress=progress)
+            common.say(
+                f"backfill of {other.schema}.{other.table} for {plan} {done.status}: {done.rows_done:,} rows"
+            )
+            if done.status not in ("complete", "already_complete"):
+                from ..errors import OperationalError
+
+                raise OperationalError(
+                    f"backfill of {plan} is {done.status}; run `ecm backfill {plan}` again"
+                )
         result = run_backfill(engine, spec, options, probe=extra, progress=progress)
         common.emit(result.to_json())
         if result.status == "already_complete":
@@ -151,13 +163,17 @@ def register(app: typer.Typer) -> None:
         show: Annotated[int, typer.Option("--show", help="How many mismatching keys to print.")] = 10,
     ) -> None:
         """Check that no row has the new shape out of step with the old (exit 1 if any does)."""
-        from ..backfill.engine import load_spec
+        from ..backfill.engine import load_extra_specs, load_spec
         from ..backfill.engine import verify as run_verify
         from ..errors import OperationalError
 
         engine = common.engine()
         spec = load_spec(engine, plan)
         result = run_verify(engine, spec, batch_size=batch_size, show=show)
+        for other in load_extra_specs(engine, plan):  # every table of the plan, until one is out of step
+            if not result.ok:
+                break
+            spec, result = other, run_verify(engine, other, batch_size=batch_size, show=show)
         common.emit(result.to_json())
         if result.ok:
             common.say(f"verified {plan}: {result.rows_checked:,} rows in step")
