@@ -6,7 +6,8 @@ and its writes there are the oracle. Old code's rows are gone by design (``Side.
 ``items`` also references ``categories``, a key the contract drops on its own too. After
 a contract, abort re-creates ``items`` empty with its keys, index and checks; the foreign
 key from ``children`` comes back NOT VALID (their rows reference rows that are gone):
-the one difference from the original that abort leaves (``restored``).
+the one difference from the original that abort leaves (``restored``). (Were no child row
+left, the downgrade would validate it again.)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ INSERT INTO items (note, qty, category_id) SELECT 'note-' || g, g, 1 + g % 10 FR
 INSERT INTO notes (note) SELECT 'note-' || g FROM generate_series(1, {rows}) g;
 SELECT setval(pg_get_serial_sequence('items', 'id'), {rows});
 SELECT setval(pg_get_serial_sequence('notes', 'id'), {rows});
+INSERT INTO children (item_id) SELECT g FROM generate_series(1, 20) g;
 """
 
 CHILD = {"table": "children", "column": "item_id", "type": "BigInteger", "ref": "id"}
