@@ -590,8 +590,9 @@ def read_table_facts(
     columns = _column_rows(conn, oid)
     names = {int(c["attnum"]): str(c["name"]) for c in columns}
     if column is None:
-        facts = _table_only(conn, relation, columns, names)
-        return _whole_table(conn, facts, oid, names) if whole else facts
+        index_rows = _index_rows(conn, oid, _NO_COLUMN)
+        facts = _table_only(conn, relation, columns, names, index_rows)
+        return _whole_table(conn, facts, oid, names, index_rows) if whole else facts
     target = next((c for c in columns if c["name"] == column), None)
     if target is None:
         listed = ", ".join(q(c["name"]) for c in columns[:_COLUMNS_LIMIT])
@@ -643,19 +644,7 @@ def read_table_facts(
         in_nodes = _var_attnos(ix["exprs"]) | _var_attnos(ix["pred"])
         # attnum 0 in indkey is an expression slot; varattno 0 is a whole-row reference.
         if ix["depends"] or attnum in attnums or attnum in in_nodes or 0 in in_nodes:
-            indexes.append(
-                IndexFact(
-                    name=ix["name"],
-                    definition=ix["definition"],
-                    unique=bool(ix["is_unique"]),
-                    primary=bool(ix["is_primary"]),
-                    partial=ix["pred"] is not None,
-                    expression=expression,
-                    valid=bool(ix["is_valid"]),
-                    constraint=ix["constraint_name"],
-                    columns=plain,
-                )
-            )
+            indexes.append(_index_fact(ix, names))
             if ix["is_replident"]:
                 replica_identity = str(ix["name"])
 
@@ -684,13 +673,32 @@ def read_table_facts(
     )
 
 
-def _table_only(conn: Connection, relation: Row, columns: Sequence[Row], names: dict[int, str]) -> TableFacts:
+def _index_fact(ix: Row, names: dict[int, str]) -> IndexFact:
+    """One row of :func:`_index_rows` as a fact (expression keys leave ``columns`` empty)."""
+    keys = [int(n) for n in ix["indkey"].split()][: ix["nkeys"]]
+    expression = ix["exprs"] is not None or 0 in keys
+    return IndexFact(
+        name=ix["name"],
+        definition=ix["definition"],
+        unique=bool(ix["is_unique"]),
+        primary=bool(ix["is_primary"]),
+        partial=ix["pred"] is not None,
+        expression=expression,
+        valid=bool(ix["is_valid"]),
+        constraint=ix["constraint_name"],
+        columns=() if expression else tuple(names[n] for n in keys),
+    )
+
+
+def _table_only(
+    conn: Connection, relation: Row, columns: Sequence[Row], names: dict[int, str], index_rows: Sequence[Row]
+) -> TableFacts:
     """The table's keys and shape, for operations whose column does not exist yet."""
     oid = int(relation["oid"])
     not_null = {int(c["attnum"]) for c in columns if c["not_null"]}
     primary_key: tuple[str, ...] = ()
     unique_keys: list[tuple[str, ...]] = []
-    for ix in _index_rows(conn, oid, _NO_COLUMN):
+    for ix in index_rows:
         keys = [int(n) for n in ix["indkey"].split()][: ix["nkeys"]]
         if ix["exprs"] is not None or 0 in keys:
             continue
@@ -728,28 +736,17 @@ def _table_only(conn: Connection, relation: Row, columns: Sequence[Row], names: 
     )
 
 
-def _whole_table(conn: Connection, facts: TableFacts, oid: int, names: dict[int, str]) -> TableFacts:
-    """The table-wide facts table and index operations plan from (see read_table_facts)."""
+def _whole_table(
+    conn: Connection, facts: TableFacts, oid: int, names: dict[int, str], index_rows: Sequence[Row]
+) -> TableFacts:
+    """The table-wide facts table and index operations plan from (see read_table_facts); the
+    index rows are the ones :func:`_table_only` read its keys from (every index of the table)."""
     import dataclasses
 
     indexes = []
     replica_identity: str | None = None
-    for ix in _index_rows(conn, oid, WHOLE_TABLE):
-        keys = [int(n) for n in ix["indkey"].split()][: ix["nkeys"]]
-        expression = ix["exprs"] is not None or 0 in keys
-        indexes.append(
-            IndexFact(
-                name=ix["name"],
-                definition=ix["definition"],
-                unique=bool(ix["is_unique"]),
-                primary=bool(ix["is_primary"]),
-                partial=ix["pred"] is not None,
-                expression=expression,
-                valid=bool(ix["is_valid"]),
-                constraint=ix["constraint_name"],
-                columns=() if expression else tuple(names[n] for n in keys),
-            )
-        )
+    for ix in index_rows:
+        indexes.append(_index_fact(ix, names))
         if ix["is_replident"]:
             replica_identity = str(ix["name"])
     fks = _fk_rows(conn, oid, WHOLE_TABLE)
