@@ -114,7 +114,7 @@ def test_the_swap_waits_for_the_reporter_and_prepared_statements_keep_working(
 ) -> None:
     md, items = metadata(BigInteger)
     with (
-        LiveReporter(engine, app="web", version="2", metadata=md, interval=0.5, handle_signals=False),
+        LiveReporter(engine, app="web", version="2", metadata=md, interval=1.0, handle_signals=False),
         engine.connect() as conn,
         Reader(conn, items) as reader,
     ):
@@ -138,7 +138,7 @@ def test_connections_prepare_again_once_the_swap_is_finished(
     project: Project, engine: Engine, db: psycopg.Connection[tuple[object, ...]]
 ) -> None:
     md, items = metadata(BigInteger)
-    with LiveReporter(engine, app="web", version="2", metadata=md, interval=0.3, handle_signals=False) as rep:
+    with LiveReporter(engine, app="web", version="2", metadata=md, interval=1.0, handle_signals=False) as rep:
         with engine.connect() as conn:  # prepares, then goes back to the pool
             for _ in range(10):
                 conn.execute(select(items.c.qty).where(items.c.id == 3)).scalar()
@@ -162,7 +162,7 @@ def test_a_reporter_given_only_a_url_holds_the_swap(
     project: Project, database_url: str, db: psycopg.Connection[tuple[object, ...]]
 ) -> None:
     md, _ = metadata(BigInteger)
-    with LiveReporter(database_url, app="web", version="2", metadata=md, interval=0.3, handle_signals=False):
+    with LiveReporter(database_url, app="web", version="2", metadata=md, interval=1.0, handle_signals=False):
         ran = project.ecm("upgrade", "--phase", "contract")
     assert ran.returncode == 3, ran.stderr[-3000:]
     assert "was given a URL, not the application's Engine" in ran.stderr
@@ -179,7 +179,7 @@ def test_without_the_pause_prepared_statements_fail_after_the_swap(
     md, items = metadata(BigInteger)
     pid = plan_id(project)
     with (
-        LiveReporter(database_url, app="web", version="2", metadata=md, interval=0.3, handle_signals=False),
+        LiveReporter(database_url, app="web", version="2", metadata=md, interval=1.0, handle_signals=False),
         engine.connect() as conn,
         Reader(conn, items) as reader,
     ):
@@ -225,7 +225,7 @@ def test_async_engines_read_through_the_swap_without_errors(
         reads = 0
         bind: Any = engine if watched else database_url
         async with (
-            LiveReporter(bind, app="web", version="2", metadata=md, interval=0.5, handle_signals=False),
+            LiveReporter(bind, app="web", version="2", metadata=md, interval=1.0, handle_signals=False),
             engine.connect() as conn,
         ):
             stmt = select(items.c.qty).where(items.c.id == 7)
