@@ -45,6 +45,7 @@ from ..log import get_logger
 from ..settings import control_schema
 from ..sql.quoting import literal, qualified
 from .health import AllProbes, DatabaseProbe, HealthProbe, ProbeContext
+from .indexes import build_after_copy
 from .keys import Key, KeyRanges, PageRanges
 from .progress import Reporter
 from .reconnect import Link, connection_lost, reconnect_timeout
@@ -138,6 +139,8 @@ class BackfillResult:
     retries: int = 0
     #: Connections a worker lost and got back (restart, failover): worker, outage_s, chunk.
     reconnects: list[dict[str, Any]] = field(default_factory=list)
+    #: Seconds building the new column's indexes after the copy (``BackfillSpec.indexes``).
+    index_build_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -1223,14 +1226,12 @@ def run_backfill(
             raise OperationalError(f"backfill of {plan_id} failed: {_first_line(exc)}") from exc
         result = run.result
 
-        def settle(c: psycopg.Connection[Any]) -> tuple[int, int]:
-            counts = _rows_total(c, plan_id)
-            if counts[1] == 0:
-                _complete(c, plan_id)
-            return counts
-
-        result.rows_total, unfinished = link.call(settle)
+        result.rows_total, unfinished = link.call(lambda c: _rows_total(c, plan_id))
         if unfinished == 0:
+            # Every row is copied: the new column's indexes now, then the completion record
+            # (a backfill whose indexes are not built yet is not complete).
+            result.index_build_s = build_after_copy(engine, spec)
+            link.call(lambda c: _complete(c, plan_id))
             result.status = "complete"
         else:
             result.status = "interrupted" if run.stop.is_set() else "incomplete"
@@ -1248,6 +1249,7 @@ def run_backfill(
             rows_per_s=result.rows_per_s,
             batches=result.batches,
             reconnects=len(result.reconnects),
+            index_build_s=result.index_build_s,
         )
         _ledger_end(
             link.current, entry, "ok" if result.status == "complete" else result.status, result.to_json()

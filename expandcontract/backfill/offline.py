@@ -109,17 +109,39 @@ def _claim(ckpt: str, plan: str) -> str:
         COMMIT;"""
 
 
-def _finish(plans: str, ckpt: str, plan: str) -> str:
-    return f"""    PERFORM set_config('synchronous_commit', 'on', true);
-    IF NOT EXISTS (SELECT 1 FROM {ckpt} WHERE plan_id = {plan} AND finished_at IS NULL) THEN
-        UPDATE {plans} SET backfill_status = 'complete',
+def _finish(plans: str, ckpt: str, plan: str, *, complete: bool = True) -> str:
+    # With indexes to build after the copy, the script records completion after them
+    # (completion_sql), since CREATE INDEX CONCURRENTLY cannot run inside a procedure.
+    mark = (
+        f"""UPDATE {plans} SET backfill_status = 'complete',
                backfill_completed_at = COALESCE(backfill_completed_at, now()), updated_at = now()
          WHERE plan_id = {plan};
-        RAISE NOTICE 'ecm: backfill of % complete', {plan};
+        RAISE NOTICE 'ecm: backfill of % complete', {plan};"""
+        if complete
+        else f"RAISE NOTICE 'ecm: rows of % copied; its indexes are built next', {plan};"
+    )
+    return f"""    PERFORM set_config('synchronous_commit', 'on', true);
+    IF NOT EXISTS (SELECT 1 FROM {ckpt} WHERE plan_id = {plan} AND finished_at IS NULL) THEN
+        {mark}
     ELSE
         RAISE NOTICE 'ecm: backfill of %: chunks held by other live workers remain', {plan};
     END IF;
     COMMIT;"""
+
+
+def completion_sql(spec: BackfillSpec, *, schema: str) -> str:
+    """The completion record a script writes once the indexes built after the copy exist."""
+    plans, ckpt, plan = (
+        qualified(schema, "plans"),
+        qualified(schema, "backfill_checkpoints"),
+        literal(spec.plan_id),
+    )
+    return (
+        f"UPDATE {plans} SET backfill_status = 'complete', "
+        "backfill_completed_at = COALESCE(backfill_completed_at, now()), updated_at = now() "
+        f"WHERE plan_id = {plan} AND NOT EXISTS "
+        f"(SELECT 1 FROM {ckpt} WHERE plan_id = {plan} AND finished_at IS NULL);"
+    )
 
 
 def _start(plans: str, plan: str) -> str:
@@ -268,7 +290,7 @@ BEGIN
         END LOOP;
         COMMIT;
     END LOOP;
-{_finish(plans, ckpt, plan)}
+{_finish(plans, ckpt, plan, complete=not spec.indexes)}
 END"""
 
 
@@ -334,5 +356,5 @@ BEGIN
         END LOOP;
         COMMIT;
     END LOOP;
-{_finish(plans, ckpt, plan)}
+{_finish(plans, ckpt, plan, complete=not spec.indexes)}
 END"""

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from ..plan.model import Step
+
 #: Session setting the dual-write trigger's WHEN clause checks; the backfill sets it
 #: (SET LOCAL) to its plan's ``skip_value`` so its own updates skip that plan's PL/pgSQL
 #: call and write both sides itself, while the triggers of other plans in flight on the
@@ -41,9 +43,24 @@ class BackfillSpec:
     # TABLE" (``describe_mismatches``); plans that leave them out get the generic wording.
     mismatch_label: str | None = None
     mismatch_fix: str | None = None
+    # Indexes on the copied column, built CONCURRENTLY once every existing row is copied and
+    # before the backfill is recorded complete: built before the copy, each batch would
+    # maintain them row by row (and the copy could not stay HOT). Each is a ``Step`` as JSON
+    # (kind ``concurrent`` with ``index`` set, so an INVALID leftover is rebuilt) plus the
+    # ``columns`` it covers, which ``schema_ready`` reports as not ready until it is valid.
+    indexes: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.indexes:  # plans without them freeze the same JSON as before the field existed
+            del data["indexes"]
+        else:
+            data["indexes"] = [dict(ix) for ix in self.indexes]
+        return data
+
+    def index_steps(self) -> list[Step]:
+        """The indexes built after the copy, as the executor's steps."""
+        return [Step.from_json(dict(ix["step"])) for ix in self.indexes]
 
     def describe_mismatches(self, count: int, keys: Sequence[Mapping[str, str]], *, fix: bool = True) -> str:
         """One line: how many rows are out of step, their first keys, and (``fix``) what to do."""
@@ -63,6 +80,7 @@ class BackfillSpec:
         data = dict(data)
         data["key"] = tuple(data.get("key", ()))
         data["key_types"] = tuple(data.get("key_types", ()))
+        data["indexes"] = tuple(dict(ix) for ix in data.get("indexes", ()))
         return cls(**data)
 
 

@@ -84,8 +84,47 @@ def missing(
             problems.append(f"table {table}")
             continue
         problems.extend(f"column {table}.{c}" for c in columns if c not in present[table])
+    problems.extend(_index_problems(conn, wanted))
     if check_types and metadata is not None:
         problems.extend(_type_problems(conn, schema_types(metadata, default_schema), present))
+    return problems
+
+
+def _index_problems(conn: Connection, wanted: Mapping[str, Iterable[str]]) -> list[str]:
+    """``index public."ix_users_full_name" on public.users (full_name): the backfill of PLAN has
+    not built it yet`` for each index a plan in flight builds after its copy on a column this
+    code maps: code that reads the new column before it exists would scan the whole table."""
+    from sqlalchemy import text
+
+    schema = control_schema()
+    check = conn.execute(text(_PLANS_READABLE), {"schema": schema}).mappings().one()
+    if not check["readable"]:
+        return []
+    rows = conn.execute(
+        text(
+            f"""
+            SELECT p.plan_id, p.table_schema || '.' || p.table_name AS "table",
+                   ix.value -> 'step' ->> 'index' AS index, ix.value -> 'columns' AS columns
+              FROM {q(schema)}.plans p,
+                   jsonb_array_elements(
+                       CASE WHEN jsonb_typeof(p.spec -> 'backfill' -> 'indexes') = 'array'
+                            THEN p.spec -> 'backfill' -> 'indexes' ELSE '[]'::jsonb END) AS ix(value)
+             WHERE p.phase NOT IN ('contracted', 'aborted')
+               AND p.table_schema || '.' || p.table_name = ANY(CAST(:tables AS text[]))
+               AND NOT COALESCE((SELECT i.indisvalid FROM pg_catalog.pg_index i
+                                  WHERE i.indexrelid = to_regclass(ix.value -> 'step' ->> 'index')), false)
+            """
+        ),
+        {"tables": list(wanted)},
+    ).mappings()
+    problems: list[str] = []
+    for row in rows:
+        columns = [str(c) for c in (row["columns"] or [])]
+        if set(columns) & set(wanted.get(str(row["table"]), ())):
+            problems.append(
+                f"index {row['index']} on {row['table']} ({', '.join(columns)}): the backfill of "
+                f"{row['plan_id']} builds it once every row is copied, and has not yet"
+            )
     return problems
 
 
@@ -196,6 +235,7 @@ def schema_ready(
     check_types: bool = True,
 ) -> list[str] | Coroutine[Any, Any, list[str]]:
     """Missing tables and columns (``"table public.users"``, ``"column public.users.full_name"``),
+    indexes a backfill still has to build on mapped columns (``"index public.… on …"``),
     then mapped types the database does not have yet (``"type public.items.qty: bigint
     (database: integer)"``).
 

@@ -9,6 +9,8 @@ label, ``IF [NOT] EXISTS`` or a ``skip_if`` probe, squawk's reason where a drop 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
 
 from ..backfill.spec import BackfillSpec
 from ..sql import trigger as trig
@@ -329,6 +331,14 @@ class Builder:
             mismatch_fix=mismatch_fix,
         )
 
-    def copy_spec(self, source: str, target: str, plan_id: str) -> BackfillSpec:
+    def copy_spec(
+        self, source: str, target: str, plan_id: str, *, indexes: tuple[dict[str, Any], ...] = ()
+    ) -> BackfillSpec:
         distinct = f"{q(target)} IS DISTINCT FROM {q(source)}"
-        return self.backfill_spec(plan_id, set_sql=f"{q(target)} = {q(source)}", pending_sql=distinct)
+        spec = self.backfill_spec(plan_id, set_sql=f"{q(target)} = {q(source)}", pending_sql=distinct)
+        return replace(spec, indexes=indexes) if indexes else spec
+
+    def index_after_copy(self, name: str, definition: str, columns: list[str]) -> dict[str, Any]:
+        """An index the backfill builds CONCURRENTLY once every row is copied (see
+        ``BackfillSpec.indexes``); ``columns`` are the new ones it covers."""
+        return {"step": self.create_index(name, definition).to_json(), "columns": list(columns)}

@@ -7,7 +7,7 @@ psql script, without the operation knowing which.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 StepKind = Literal["ddl", "concurrent", "backfill", "guard", "sql", "swap", "precheck"]
@@ -97,6 +97,19 @@ class Plan:
             if phase.name == name:
                 return phase
         raise KeyError(name)
+
+    def shown_steps(self, phase: Phase) -> tuple[Step, ...]:
+        """A phase's upgrade steps as a reader should see them: the backfill's include the
+        indexes it builds once the copy is done (they live in the backfill spec, which the
+        engine, and not the revision's step list, runs)."""
+        if phase.name != "backfill":
+            return phase.upgrade
+        after = [
+            Step.from_json(dict(ix["step"]))
+            for spec in (self.backfill, *((self.spec or {}).get("backfills") or ()))
+            for ix in ((spec or {}).get("indexes") or ())
+        ]
+        return (*phase.upgrade, *(replace(s, name=f"{s.name} (after the copy)") for s in after))
 
     def header(self) -> dict[str, Any]:
         """What identifies the plan and what it changes: shared by revision files and --json."""

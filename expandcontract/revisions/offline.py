@@ -241,11 +241,23 @@ def backfill_sql(spec_json: dict[str, Any]) -> str:
     from ..backfill.spec import BackfillSpec
 
     spec = BackfillSpec.from_json(spec_json)
-    return (
+    parts = [
         comment(f"step: backfill {spec.plan_id}")
         + "\n"
         + procedure_sql(spec, schema=control_schema()).strip()
-    )
+    ]
+    if spec.indexes:
+        # Built once every row is copied, then the completion record (as the engine does).
+        from ..backfill.offline import completion_sql
+
+        for step in spec.index_steps():
+            parts.append(comment(f"step: {step.name} (after the copy)") + "\n" + render_step(step))
+        parts.append(
+            comment("the backfill is complete once its indexes exist")
+            + "\n"
+            + completion_sql(spec, schema=control_schema())
+        )
+    return "\n".join(parts)
 
 
 def emit_phase(

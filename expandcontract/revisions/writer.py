@@ -97,7 +97,9 @@ def frozen_plan(plan: Plan, revisions: dict[str, str]) -> dict[str, Any]:
 
 
 def _docstring(plan: Plan, phase: Phase, revision: str, down: str | None, message: str | None) -> str:
-    steps = "\n".join(f"  {i}. {s.name} — {s.lock or s.kind}" for i, s in enumerate(phase.upgrade, 1))
+    steps = "\n".join(
+        f"  {i}. {s.name} — {s.lock or s.kind}" for i, s in enumerate(plan.shown_steps(phase), 1)
+    )
     undo = "\n".join(f"  {i}. {s.name}" for i, s in enumerate(phase.downgrade, 1)) or "  (nothing to undo)"
     title = message or plan.title
     return (

@@ -27,8 +27,8 @@ steps are ``swap`` steps, run only once live instances paused their prepared sta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 from ...errors import BadInput
 from ...sql.quoting import literal, q, qualified
@@ -424,7 +424,8 @@ class _Planner(Builder):
             *self.trigger(self.function, self.trigger_name, self.trigger_function()),
         ]
         if not self.fallible:
-            up += self.shadow_constraints()
+            # Its indexes are built by the backfill once every row is converted (indexes_after_copy).
+            up += self.shadow_constraints(indexes=False)
         if self.op.rename_to:
             up += self.comment(self.shadow, self.col.comment) + self.grants(self.col, self.shadow)
         down: list[Step] = [self.guard("expand-downgrade")]
@@ -454,11 +455,34 @@ class _Planner(Builder):
     def rename_to_or_column(self) -> str:
         return self.op.rename_to or self.c
 
-    def shadow_constraints(self) -> list[Step]:
+    def indexes_after_copy(self) -> tuple[dict[str, Any], ...]:
+        """The shadow's copies of the column's indexes, built CONCURRENTLY by the backfill once
+        every row is converted, when the conversion cannot fail: it is then one-to-one (a
+        widening), so the column's own unique indexes enforce what the shadow's will, and the
+        batches maintain no index row by row. A fallible conversion builds them in the contract."""
+        if self.fallible:
+            return ()
+        from ...sql.rewrite import rewrite_index_definition
+
+        return tuple(
+            self.index_after_copy(
+                self.index_names[ix.name],
+                rewrite_index_definition(
+                    ix.definition, self.c, self.shadow, self.index_names[ix.name], concurrently=True
+                ),
+                # schema_ready reports a missing one to code that maps the new name; under the
+                # column's own name old code maps it too, and must stay ready.
+                [self.op.rename_to] if self.op.rename_to else [],
+            )
+            for ix in self.indexes
+        )
+
+    def shadow_constraints(self, *, indexes: bool = True) -> list[Step]:
         """NOT NULL (as a NOT VALID check), checks, indexes and foreign keys of the column, on the shadow.
 
         At expand only when the conversion cannot fail (the shadow then always holds a value
-        old code's write produced); otherwise in the contract, once no unconvertible value is left.
+        old code's write produced), the indexes then at the end of the backfill; otherwise in
+        the contract, once no unconvertible value is left.
         """
         steps: list[Step] = []
         if not self.col.nullable:
@@ -471,7 +495,7 @@ class _Planner(Builder):
                     self.check_names[chk.name], rewrite_column(chk.expression, self.c, self.shadow)
                 )
             )
-        for ix in self.indexes:
+        for ix in self.indexes if indexes else ():
             name = self.index_names[ix.name]
             steps.append(
                 self.create_index(
@@ -495,7 +519,12 @@ class _Planner(Builder):
     def backfill_phase(self) -> Phase:
         return Phase(
             "backfill",
-            f"Convert {self.c} into {self.shadow} for rows written before the trigger existed.",
+            f"Convert {self.c} into {self.shadow} for rows written before the trigger existed"
+            + (
+                f", then build {self.shadow}'s indexes CONCURRENTLY ({', '.join(self.index_names.values())})."
+                if self.indexes_after_copy()
+                else "."
+            ),
             (self.backfill(),),
             (),
             before="The expand revision of this plan.",
@@ -841,6 +870,7 @@ class _Planner(Builder):
             mismatch_label=label,
             mismatch_fix=fix,
         )
+        forward = replace(forward, indexes=self.indexes_after_copy())
         # Rolling back the same-name contract re-creates the shadow and fills it again: a spec of
         # its own, so the first backfill's completed checkpoints do not make it a no-op.
         reverse = self.backfill_spec(

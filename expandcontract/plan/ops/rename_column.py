@@ -6,17 +6,18 @@ simply run again.
 
 Where each copy is made follows one rule: nothing may reject a write old code makes.
 NEW's own constraints (NOT NULL as a NOT VALID check, checks, foreign keys from this
-table, indexes) are safe at expand, because the trigger gives NEW exactly the value old
+table) are safe at expand, because the trigger gives NEW exactly the value old
 code wrote to OLD, which OLD's constraints already accepted. A foreign key from another
 table that references NEW is not: until the backfill reaches a parent row, NEW is NULL
 there and old code's child inserts would fail. Those are made at the contract, while
-OLD's foreign key still protects every child row (OLD equals NEW by then).
+OLD's foreign key still protects every child row (OLD equals NEW by then). NEW's indexes
+are built by the backfill, after the copy (see ``indexes_after_copy``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ...errors import BadInput
 from ...sql.quoting import q
@@ -40,8 +41,9 @@ class RenameColumn(Operation):
     )
     phases_help: ClassVar[str] = (
         "expand: add NEW (nullable, no default), a trigger keeping OLD and NEW equal for every writer, NEW's "
-        "copies of OLD's NOT NULL (as a NOT VALID check), checks, indexes (CONCURRENTLY) and foreign keys. "
-        "backfill: copy OLD into NEW for existing rows, in batches. "
+        "copies of OLD's NOT NULL (as a NOT VALID check), checks and foreign keys. "
+        "backfill: copy OLD into NEW for existing rows, in batches, then build NEW's copies of OLD's indexes "
+        "CONCURRENTLY (the plan is backfilled once they are valid). "
         "contract (after old code is gone): foreign keys from other tables re-pointed at NEW, constraints "
         "validated, NOT NULL, unique constraints, default, sequence and grants moved to NEW, OLD dropped."
     )
@@ -149,8 +151,7 @@ class _Planner(Builder):
         for chk in self.checks:
             name = names.derived(chk.name, self.old, self.new, self.id)
             up.append(self.add_check(name, rewrite_column(chk.expression, self.old, self.new)))
-        for ix in self.indexes:
-            up.append(self.create_index(self.index_names[ix.name], self.new_index_definition(ix)))
+        # NEW's indexes are built by the backfill once every row is copied (BackfillSpec.indexes).
         for fk in self.f.foreign_keys:
             name = self.fk_names[fk.name]
             up.append(
@@ -188,10 +189,21 @@ class _Planner(Builder):
             ),
         )
 
+    def indexes_after_copy(self) -> tuple[dict[str, Any], ...]:
+        """NEW's copies of OLD's indexes, built CONCURRENTLY when the copy is done: until then
+        NEW always equals OLD, so OLD's unique indexes already enforce what NEW's will, and
+        the batches' updates of NEW need maintain no index (they can stay HOT)."""
+        return tuple(
+            self.index_after_copy(self.index_names[ix.name], self.new_index_definition(ix), [self.new])
+            for ix in self.indexes
+        )
+
     def backfill_phase(self) -> Phase:
+        built = ", ".join(self.index_names[ix.name] for ix in self.indexes)
         return Phase(
             "backfill",
-            f"Copy {self.old} into {self.new} for rows written before the trigger existed.",
+            f"Copy {self.old} into {self.new} for rows written before the trigger existed"
+            + (f", then build {self.new}'s indexes CONCURRENTLY ({built})." if built else "."),
             (self.backfill(),),
             (),
             before="The expand revision of this plan.",
@@ -377,7 +389,7 @@ class _Planner(Builder):
 
     def plan(self) -> Plan:
         key = f"{self.s}.{self.table}"
-        forward = self.copy_spec(self.old, self.new, self.id)
+        forward = self.copy_spec(self.old, self.new, self.id, indexes=self.indexes_after_copy())
         reverse = self.copy_spec(self.new, self.old, self.id + ":reverse")
         phases = (self.expand(), self.backfill_phase(), self.contract())
         return Plan(
