@@ -50,7 +50,13 @@ def test_phases_and_shape() -> None:
     assert sql[0] == "ALTER TABLE public.accounts ADD COLUMN IF NOT EXISTS full_name text"  # no default
     assert any("CREATE OR REPLACE TRIGGER" in s and "BEFORE INSERT OR UPDATE" in s for s in sql)
     assert any("CHECK (full_name IS NOT NULL) NOT VALID" in s for s in sql)
-    assert any("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS accounts_full_name_key" in s for s in sql)
+    # NEW's indexes are built by the backfill once every row is copied, not at expand.
+    assert not any("CREATE UNIQUE INDEX" in s for s in sql)
+    after = [ix["step"]["sql"] for ix in plan.backfill["indexes"]]
+    assert any("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS accounts_full_name_key" in s for s in after)
+    assert all(ix["columns"] == ["full_name"] for ix in plan.backfill["indexes"])
+    shown = [s.name for s in plan.shown_steps(plan.phase("backfill"))]
+    assert shown[0] == "backfill" and "create index accounts_full_name_key (after the copy)" in shown
     # A foreign key from another table to NEW would reject old code's child rows until the
     # backfill reaches their parents: it is made at the contract, not at expand.
     assert not any("REFERENCES public.accounts (full_name)" in s for s in sql)

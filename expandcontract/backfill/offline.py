@@ -131,17 +131,17 @@ def _finish(plans: str, ckpt: str, plan: str, *, complete: bool = True) -> str:
 
 def completion_sql(spec: BackfillSpec, *, schema: str) -> str:
     """The completion record a script writes once the indexes built after the copy exist."""
-    plans, ckpt, plan = (
-        qualified(schema, "plans"),
-        qualified(schema, "backfill_checkpoints"),
-        literal(spec.plan_id),
+    plans, ckpt = qualified(schema, "plans"), qualified(schema, "backfill_checkpoints")
+    plan = literal(spec.plan_id)
+    body = (
+        f"BEGIN\n    UPDATE {plans} SET backfill_status = 'complete',\n"
+        "           backfill_completed_at = COALESCE(backfill_completed_at, now()), updated_at = now()\n"
+        f"     WHERE plan_id = {plan}\n"
+        f"       AND NOT EXISTS (SELECT 1 FROM {ckpt} WHERE plan_id = {plan} AND finished_at IS NULL);\n"
+        f"    IF FOUND THEN\n        RAISE NOTICE 'ecm: backfill of % complete', {plan};\n    END IF;\nEND"
     )
-    return (
-        f"UPDATE {plans} SET backfill_status = 'complete', "
-        "backfill_completed_at = COALESCE(backfill_completed_at, now()), updated_at = now() "
-        f"WHERE plan_id = {plan} AND NOT EXISTS "
-        f"(SELECT 1 FROM {ckpt} WHERE plan_id = {plan} AND finished_at IS NULL);"
-    )
+    tag = _dollar_tag(body)
+    return f"DO {tag}\n{body}\n{tag};"
 
 
 def _start(plans: str, plan: str) -> str:
