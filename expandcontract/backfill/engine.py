@@ -310,17 +310,24 @@ def plan_chunks(conn: psycopg.Connection[Any], target: Target, n: int) -> list[t
     """Split the key space into about ``n`` ranges ``(lo, hi]`` from a sample of keys.
 
     The sample is ``TABLESAMPLE SYSTEM`` (whole pages, cheap at any size) ordered by the
-    server, so boundaries follow the key's own collation and type; for ctid tables the
-    page range is split evenly and its end fixed now (pages appended later hold only
-    rows already in step).
+    server, so boundaries follow the key's own collation and type; the last range ends at
+    the greatest key now and, for ctid tables, the page range is split evenly and its end
+    fixed now: rows inserted later are already in step.
     """
     if target.ctid:
         pages = _nblocks(conn, target)
         n = max(1, min(n, pages))
         edges = [pages * i // n for i in range(n + 1)]
         return [((str(edges[i]),), (str(edges[i + 1]),)) for i in range(n)]
-    if n <= 1:
+    # The walk ends at the greatest key that exists now: a row inserted after it was written
+    # through the trigger (which has existed since the expand) and needs no copy, so a heavy
+    # insert workload does not keep the backfill walking behind it.
+    last = conn.execute(target.ranges.last_sql()).fetchone()
+    if last is None:
         return [(None, None)]
+    upper: Key = tuple(last)
+    if n <= 1:
+        return [(None, upper)]
     estimate = target.reltuples
     pct = 100.0 if estimate <= 50_000 else max(0.01, min(100.0, 100.0 * 20_000 / estimate))
     sample = [tuple(r) for r in conn.execute(target.ranges.sample_sql(), {"pct": pct}).fetchall()]
@@ -333,7 +340,9 @@ def plan_chunks(conn: psycopg.Connection[Any], target: Target, n: int) -> list[t
         b = sample[min(len(sample) - 1, i * len(sample) // n)]
         if not bounds or bounds[-1] != b:
             bounds.append(b)
-    edges_k: list[Key | None] = [None, *bounds, None]
+    if bounds and bounds[-1] == upper:  # the sample's keys are in server order, none above upper
+        bounds.pop()
+    edges_k: list[Key | None] = [None, *bounds, upper]
     return [(edges_k[i], edges_k[i + 1]) for i in range(len(edges_k) - 1)]
 
 
@@ -1293,34 +1302,55 @@ def verify(engine: Engine, spec: BackfillSpec, *, batch_size: int = 50_000, show
         bad = 0
         keys: list[dict[str, str]] = []
         names = list(spec.key) if not target.ctid else ["ctid"]
-        if target.ctid:
+        # Page ranges (TID range scans, PostgreSQL 14+) read each page once, in order, as one
+        # set-based count would, but a batch at a time: no snapshot held across the table. A
+        # row moved by a concurrent update to a page already read is not missed out of step:
+        # the update went through the trigger, which put it in step.
+        by_pages = target.ctid or link.call(lambda c: c.info.server_version) >= 140000
+        if by_pages:
             p = target.pages
+            keys_sql = p.mismatch_keys_sql(spec)
             step = max(1, int(batch_size / target.rows_per_page))
             end = link.call(lambda c: _nblocks(c, target))
             page = 0
             while page < end:
                 params = {**p.params(page, page + step), "lim": max(0, show - len(keys))}
+                # A keyed table's first keys are read in key order once the walk is over.
+                wanted = show - len(keys) if target.ctid else 0
 
                 def pages(
-                    c: psycopg.Connection[Any], params: dict[str, Any] = params, want: int = show - len(keys)
-                ) -> tuple[int, int, list[str]]:
+                    c: psycopg.Connection[Any], params: dict[str, Any] = params, want: int = wanted
+                ) -> tuple[int, int, list[dict[str, str]]]:
                     row = c.execute(
                         f"SELECT count(*), count(*) FILTER (WHERE {mismatch}) FROM {p.table} WHERE {p.predicate}",
                         params,
                     ).fetchone()
                     assert row is not None
-                    found: list[str] = []
+                    found: list[dict[str, str]] = []
                     if row[1] and want > 0:
-                        found = [str(r[0]) for r in c.execute(p.mismatch_keys_sql(spec), params)]
+                        found = [
+                            dict(zip(names, map(str, k), strict=True)) for k in c.execute(keys_sql, params)
+                        ]
                     return int(row[0]), int(row[1]), found
 
-                n, n_bad, found_ctids = link.call(pages)
+                n, n_bad, found_in_pages = link.call(pages)
                 checked += n
                 bad += n_bad
-                keys += [{"ctid": t} for t in found_ctids]
+                keys += found_in_pages
                 page += step
                 if page >= end:
                     end = link.call(lambda c: _nblocks(c, target))
+            if bad and not target.ctid and show > 0:
+                r = target.ranges
+
+                def first_keys(c: psycopg.Connection[Any]) -> list[dict[str, str]]:
+                    rows = c.execute(
+                        f"SELECT {r.as_text} FROM {r.table} WHERE {mismatch} ORDER BY {r.order} LIMIT %(lim)s",
+                        {"lim": show},
+                    )
+                    return [dict(zip(names, map(str, k), strict=True)) for k in rows]
+
+                keys = link.call(first_keys)
         else:
             r = target.ranges
             last: Key | None = None
@@ -1341,7 +1371,7 @@ def verify(engine: Engine, spec: BackfillSpec, *, batch_size: int = 50_000, show
                         rng,
                     ).fetchone()
                     assert counts is not None
-                    found: list[dict[str, str]] = []
+                    found = []
                     if counts[1] and want > 0:
                         rows = c.execute(r.mismatch_keys_sql(spec, lo_, hi_), {**rng, "lim": want})
                         found = [dict(zip(names, map(str, k), strict=True)) for k in rows]
@@ -1369,6 +1399,7 @@ def verify(engine: Engine, spec: BackfillSpec, *, batch_size: int = 50_000, show
             rows_checked=checked,
             mismatch_count=bad,
             first_mismatches=keys,
+            elapsed_s=result.elapsed_s,
         )
         return result
     finally:

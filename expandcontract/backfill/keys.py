@@ -100,6 +100,11 @@ class KeyRanges:
             f"ORDER BY {self.order} LIMIT %(lim)s"
         )
 
+    def last_sql(self) -> str:
+        """The greatest key now: the end of the walk (rows inserted later are the trigger's)."""
+        desc = ", ".join(f"{c} DESC" for c in self.columns)
+        return f"SELECT {self.as_text} FROM {self.table} ORDER BY {desc} LIMIT 1"
+
     def sample_sql(self) -> str:
         """Keys from a page sample, ordered, for splitting the key space into chunks."""
         return f"SELECT {self.as_text} FROM {self.table} TABLESAMPLE SYSTEM (%(pct)s) ORDER BY {self.order}"
