@@ -232,6 +232,44 @@ def test_second_run_is_a_no_op(db: psycopg.Connection[Any], database_url: str, e
     assert again.status == "already_complete" and again.rows_done == 0 and again.rows_total == 1000
 
 
+class Inserter:
+    """Between batches, what an insert-heavy application does meanwhile: 500 new rows a time."""
+
+    def __init__(self, url: str) -> None:
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.inserted = 0
+
+    def __call__(self, ctx: ProbeContext) -> str | None:
+        self.conn.execute("INSERT INTO users (name) SELECT 'late ' || g FROM generate_series(1, 500) g")
+        self.inserted += 500
+        return None
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_only_the_rows_there_at_the_start_are_walked(
+    db: psycopg.Connection[Any], database_url: str, engine: Engine, workers: int
+) -> None:
+    """Rows inserted during the backfill went through the trigger: the walk ends at the greatest
+    key there was when it was planned instead of chasing the inserts."""
+    spec = make_table(db, database_url, "identity", rows=5000)
+    inserter = Inserter(database_url)
+    try:
+        result = run_backfill(
+            engine,
+            spec,
+            BackfillOptions(workers=workers, chunks=4, start_batch=200, max_batch=200),
+            probe=inserter,
+            progress=False,
+        )
+    finally:
+        inserter.conn.close()
+    assert inserter.inserted >= 5000  # as many rows came in as there were to copy
+    assert result.status == "complete" and out_of_step(db) == 0
+    assert result.rows_done == 5000 == result.rows_updated
+    last = max(c["hi_key"] for c in checkpoints(db) if c["hi_key"] is not None)
+    assert last == ["5000"]
+
+
 # --------------------------------------------------------------------------- throttling
 
 
