@@ -188,13 +188,42 @@ def _fail(common: Common, exc: BaseException, code: int) -> typing.NoReturn:
     raise typer.Exit(code)
 
 
-def run(common: Common, body: Callable[[], int | None]) -> None:
-    from ..logconfig import configure
+def configure_logging(log_format: str | None, verbose: bool) -> None:
+    """:func:`expandcontract.logconfig.configure`, with its structlog half run on the first
+    event that passes its level (most commands log nothing and never import structlog).
 
+    The standard-logging half (stderr, Alembic at WARNING unless verbose) happens now, as
+    before: env.py's ``fileConfig()`` and the Alembic commands build on it. When the
+    structlog half runs later, it leaves standard logging as it then finds it.
+    """
+    import logging
+
+    from .. import log
+    from ..logconfig import configure, resolve_format
+
+    fmt = resolve_format(log_format)
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO if verbose else logging.WARNING, format="%(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.INFO if verbose else logging.WARNING)
+
+    def structlog_half() -> None:
+        root, alembic = logging.getLogger(), logging.getLogger("alembic")
+        saved = (root.level, list(root.handlers), alembic.level)
+        configure(fmt, verbose)
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+        alembic.setLevel(saved[2])
+
+    log.defer_configure(structlog_half, level)
+
+
+def run(common: Common, body: Callable[[], int | None]) -> None:
     if common.log_format and common.log_format.lower() not in ("console", "json"):
         sys.stderr.write(f"ecm: error: --log-format must be console or json, not {common.log_format!r}\n")
         raise typer.Exit(2)
-    configure(common.log_format, common.verbose)
+    configure_logging(common.log_format, common.verbose)
     try:
         code = body()
     except typer.Exit:

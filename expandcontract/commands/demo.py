@@ -82,6 +82,9 @@ def _quiet_logs() -> None:
 
     import structlog
 
+    from ..log import configure_now
+
+    configure_now()  # the CLI's set-up first (deferred until an event needs it), then the level
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 

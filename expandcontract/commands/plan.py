@@ -24,11 +24,6 @@ if TYPE_CHECKING:
     from ..plan.model import Plan
     from ..plan.ops.base import Operation
 
-plan_app = typer.Typer(
-    name="plan",
-    help="Plan a zero-downtime change as expand / backfill / contract Alembic revisions.",
-    no_args_is_help=True,
-)
 
 #: Options every operation takes, after its own.
 _SHARED: dict[str, tuple[Any, Any]] = {
@@ -52,11 +47,19 @@ _SHARED: dict[str, tuple[Any, Any]] = {
 }
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, only: str | None = None) -> None:
+    """Add ``ecm plan`` with a command per operation; ``only`` (a kind): that one alone, if it
+    is one (``ecm plan KIND …`` runs one operation, and building the others costs time)."""
     from ..plan.ops import REGISTRY
 
-    for op_cls in REGISTRY.values():
-        _register(op_cls)
+    plan_app = typer.Typer(
+        name="plan",
+        help="Plan a zero-downtime change as expand / backfill / contract Alembic revisions.",
+        no_args_is_help=True,
+    )
+    chosen = [REGISTRY[only]] if only is not None and only in REGISTRY else list(REGISTRY.values())
+    for op_cls in chosen:
+        _register(plan_app, op_cls)
     app.add_typer(plan_app)
 
 
@@ -87,7 +90,7 @@ def _cli_parameters(op_cls: type[Operation]) -> list[inspect.Parameter]:
     return sorted(params, key=lambda p: p.default is not inspect.Parameter.empty)
 
 
-def _register(op_cls: type[Operation]) -> None:
+def _register(plan_app: typer.Typer, op_cls: type[Operation]) -> None:
     own = _cli_parameters(op_cls)
     shared = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
@@ -298,12 +301,15 @@ def _render(common: Common, plan: Plan, files: list[dict[str, Any]], dry_run: bo
     if dry_run:
         from rich.syntax import Syntax
 
+        # Without colours highlighting changes no character, and pygments' SQL lexer is slow to
+        # import (its keyword tables): plain text then, character for character the same output.
+        lexer = "sql" if common.console.color_system else "text"
         for phase in plan.phases:
             common.say(f"\n[bold]{phase.name}[/] — {escape(phase.summary)}")
             for i, step in enumerate(phase.upgrade, 1):
                 common.say(f"  {i}. {escape(step.name)} [dim]({escape(step.lock or step.kind)})[/]")
                 if step.sql:
-                    common.say(Syntax(step.sql, "sql", theme="ansi_dark", background_color="default"))
+                    common.say(Syntax(step.sql, lexer, theme="ansi_dark", background_color="default"))
         common.say("\n(dry run: nothing written)")
         return
     for f in files:
