@@ -200,3 +200,23 @@ def test_the_psql_script_builds_them_after_the_copy_and_before_completion(
     assert db.execute("SELECT count(*) FROM accounts WHERE full_name IS DISTINCT FROM name").fetchone() == (
         0,
     )
+
+
+@pytest.mark.parametrize(
+    "command", [["rename-column", "r", "room", "room_no"], ["change-type", "r", "room", "bigint"]]
+)
+def test_an_exclusion_constraint_is_refused_not_lost(
+    tmp_path: Path, database_url: str, db: psycopg.Connection[Any], command: list[str]
+) -> None:
+    """No concurrent build and no USING INDEX for an exclusion constraint: moving the column
+    would have dropped it with the old one (a plain index copy was all the new column got)."""
+    db.execute(  # btree can exclude on =: no extension needed (the embedded server has none)
+        "CREATE TABLE r (id int PRIMARY KEY, room int, CONSTRAINT r_room_excl EXCLUDE USING btree (room WITH =))"
+    )
+    p = make_project(tmp_path / "app", database_url)
+    before = sorted(p.root.rglob("*.py"))
+    ran = p.ecm("plan", *command)
+    assert ran.returncode == 2
+    last = ran.stderr.strip().splitlines()[-1]
+    assert "exclusion constraint(s) r_room_excl" in last and "cannot carry over online" in last
+    assert sorted(p.root.rglob("*.py")) == before

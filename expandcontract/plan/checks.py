@@ -32,9 +32,24 @@ def table_is_plannable(facts: TableFacts) -> None:
         raise BadInput(f"{name} is not an ordinary table (relkind {facts.kind!r})")
 
 
+def no_exclusion_constraint(facts: TableFacts, what: str) -> None:
+    """An exclusion constraint cannot be rebuilt online: PostgreSQL has no CONCURRENTLY build for
+    one and no ``USING INDEX`` to attach it, so a copy on the new column would either hold a lock
+    that blocks writes for a whole index build or be silently lost with the old column."""
+    found = [ix.constraint for ix in facts.indexes if ix.constraint and not ix.unique and not ix.primary]
+    if found:
+        where = f"{qualified(facts.schema, facts.name)}.{qualified(None, facts.col.name)}"
+        raise BadInput(
+            f"column {where} is part of exclusion constraint(s) {', '.join(sorted(set(found)))}, which {what} "
+            "cannot carry over online (no concurrent build, no USING INDEX): drop the constraint first, or "
+            "make the change in a maintenance window"
+        )
+
+
 def column_is_movable(facts: TableFacts) -> None:
     col = facts.col
     where = f"{qualified(facts.schema, facts.name)}.{qualified(None, col.name)}"
+    no_exclusion_constraint(facts, "rename-column")
     if col.name in facts.primary_key:
         raise BadInput(f"column {where} is part of the primary key; renaming a key column is not supported")
     if col.identity:

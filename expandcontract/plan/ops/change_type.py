@@ -119,6 +119,7 @@ class ChangeType(Operation):
         self.dependents(facts)  # views and policies are dropped and re-created around the change
         if col.name in facts.primary_key:
             raise BadInput(f"column {where} is part of the primary key; key columns are not supported yet")
+        checks.no_exclusion_constraint(facts, "change-type")
         if facts.referenced_by:
             fks = ", ".join(f"{fk.name} on {fk.table}" for fk in facts.referenced_by)
             raise BadInput(
