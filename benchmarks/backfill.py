@@ -74,7 +74,7 @@ RENAME_SCENARIOS = [
     "insert_heavy",
 ]
 OTHER_SCENARIOS = ["limit", "ecm_phase"]
-ECM_SCENARIOS = ("ecm_phase", "ecm_phase_workers2", "insert_heavy")
+PHASE_SCENARIOS = ("ecm_phase", "ecm_phase_workers2", "insert_heavy")
 
 
 @dataclass(frozen=True)
@@ -780,7 +780,7 @@ def evaluate(results: dict[str, dict[str, Any]], runs: dict[str, list[dict[str, 
     """Ratios of the ecm approaches to the limits and the peer, and the issue's targets."""
     ratios: dict[str, Any] = {}
     refs = ("limit_same_indexes", "limit_index_after", "peer_fixed_1000", "limit")
-    for name in ECM_SCENARIOS:
+    for name in PHASE_SCENARIOS:
         if name not in results:
             continue
         ratios[name] = {}
@@ -841,7 +841,7 @@ def evaluate(results: dict[str, dict[str, Any]], runs: dict[str, list[dict[str, 
         targets.append(
             target("ecm_phase workload errors == 0", results["ecm_phase"]["errors"], 0, [], higher=False)
         )
-    all_rss = [r["peak_rss_mb"] for n in ECM_SCENARIOS for r in runs.get(n, []) if r.get("peak_rss_mb")]
+    all_rss = [r["peak_rss_mb"] for n in PHASE_SCENARIOS for r in runs.get(n, []) if r.get("peak_rss_mb")]
     if all_rss:
         targets.append(
             target("ecm peak RSS < 200 MB (largest run)", max(all_rss), RSS_LIMIT_MB, [], higher=False)
@@ -913,7 +913,7 @@ def render(doc: dict[str, Any]) -> str:
                 f"| {name} | {secs} | {fmt(s.get('rows_per_s'), ',')} | {vs} | {fmt(s.get('p50_ms'))} "
                 f"| {fmt(s.get('p99_ms'))} | {fmt(s.get('max_ms'))} | {s['errors']} |"
             )
-        ecm = [n for n in ECM_SCENARIOS if n in res]
+        ecm = [n for n in PHASE_SCENARIOS if n in res]
         if ecm:
             lines += [
                 "",
@@ -983,7 +983,7 @@ def notes(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         reference = runs["limit_same_indexes"][0].get("indexes_after", [])
     elif runs.get("limit"):
         reference = runs["limit"][0].get("indexes_before", [])
-    for name in ECM_SCENARIOS:
+    for name in PHASE_SCENARIOS:
         for i, r in enumerate(runs.get(name, [])):
             missing = [ix for ix in reference if ix not in r["indexes_after"]]
             if missing:

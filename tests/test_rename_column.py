@@ -134,11 +134,8 @@ def test_phases_and_downgrades(project: Project) -> None:
     assert cons["accounts_full_name_len"] == ("CHECK ((char_length((full_name)::text) > 0)) NOT VALID", False)
     assert cons["accounts_full_name_fkey"][0].startswith("FOREIGN KEY (full_name) REFERENCES registry(n)")
     assert cons["accounts_full_name_fkey"][1] is False
-    idx = indexes(conn, "accounts")
-    assert idx["accounts_full_name_key"][1] and "UNIQUE" in idx["accounts_full_name_key"][0]
-    assert "lower((full_name)::text)" in idx["accounts_lower_full_name_idx"][0]
-    assert "WHERE ((full_name)::text <> 'anon'::text)" in idx["accounts_email_partial_idx_full_name"][0]
-    assert all(valid for _, valid in idx.values())
+    # NEW's indexes come with the backfill, once every row is copied.
+    assert not any("full_name" in definition for definition, _ in indexes(conn, "accounts").values())
     order_fks = constraints(conn, "orders")
     # Not yet: until the backfill reaches a parent row its full_name is NULL, and a foreign key
     # on it would reject old code's orders. The contract re-points it.
@@ -160,6 +157,11 @@ def test_phases_and_downgrades(project: Project) -> None:
     assert [(p["plan_id"], p["phase"], p["backfill_status"]) for p in status["plans"]] == [
         (PLAN, "backfilled", "complete")
     ]
+    idx = indexes(conn, "accounts")
+    assert idx["accounts_full_name_key"][1] and "UNIQUE" in idx["accounts_full_name_key"][0]
+    assert "lower((full_name)::text)" in idx["accounts_lower_full_name_idx"][0]
+    assert "WHERE ((full_name)::text <> 'anon'::text)" in idx["accounts_email_partial_idx_full_name"][0]
+    assert all(valid for _, valid in idx.values())
 
     # --- contract -----------------------------------------------------------------------
     result = project.ecm("upgrade", "--json", "--allow-no-reporters")

@@ -281,7 +281,8 @@ def _document(plan: Plan, files: list[dict[str, Any]], dry_run: bool) -> dict[st
                 "after": phase.after,
                 "rollback": phase.rollback,
                 "steps": [
-                    {"name": s.name, "kind": s.kind, "lock": s.lock, "sql": s.sql} for s in phase.upgrade
+                    {"name": s.name, "kind": s.kind, "lock": s.lock, "sql": s.sql}
+                    for s in plan.shown_steps(phase)
                 ],
                 "downgrade": [
                     {"name": s.name, "kind": s.kind, "lock": s.lock, "sql": s.sql} for s in phase.downgrade
@@ -306,7 +307,7 @@ def _render(common: Common, plan: Plan, files: list[dict[str, Any]], dry_run: bo
         lexer = "sql" if common.console.color_system else "text"
         for phase in plan.phases:
             common.say(f"\n[bold]{phase.name}[/] — {escape(phase.summary)}")
-            for i, step in enumerate(phase.upgrade, 1):
+            for i, step in enumerate(plan.shown_steps(phase), 1):
                 common.say(f"  {i}. {escape(step.name)} [dim]({escape(step.lock or step.kind)})[/]")
                 if step.sql:
                     common.say(Syntax(step.sql, lexer, theme="ansi_dark", background_color="default"))
