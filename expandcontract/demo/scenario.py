@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 PHASES: tuple[tuple[str, str], ...] = (
     ("v1_only", "v1 only"),
     ("expand", "expand"),
-    ("v1_v2", "v1 + v2"),
     ("backfill", "backfill"),
+    ("v1_v2", "v1 + v2"),
     ("contract_refused", "contract refused"),
     ("stop_v1", "SIGTERM v1"),
     ("contract", "contract"),
@@ -177,18 +177,8 @@ class Scenario:
         expand = self._ecm(["upgrade", "--phase", "expand"])
         self.say(
             f"[bold]expand[/] applied in {expand.seconds:.1f} s while v1 traffic ran: {NEW_COLUMN} added, "
-            f"sync trigger, index built concurrently"
+            "sync trigger (its index comes with the backfill)"
         )
-
-        self._phase("v1_v2")
-        v2 = self.fleets["2"] = Fleet("2", o.processes, self.demo_url, self.run_dir, o.pace_ms).start()
-        v2.wait_ready()
-        live, _ = self._registry("2")
-        self.say(
-            f"[bold]v2 traffic[/]: {live} processes of {APP_NAME} 2 serving and reporting live "
-            f"(pids {_pids(v2)}); they map {TABLE}.{NEW_COLUMN}, the trigger keeps {OLD_COLUMN} in step for v1"
-        )
-        time.sleep(o.pause_s)
 
         self._phase("backfill")
         self.say(f"[bold]backfill[/]: copying {OLD_COLUMN} into {NEW_COLUMN} in short batches under traffic")
@@ -200,9 +190,19 @@ class Scenario:
         if not verified:
             raise OperationalError(f"the backfill did not verify: {entries[0]}")
         self.say(
-            f"[bold]backfill[/]: {rows or 0:,} rows backfilled and verified in {backfill.seconds:.1f} s "
-            f"(ecm upgrade --phase backfill)"
+            f"[bold]backfill[/]: {rows or 0:,} rows backfilled, {NEW_COLUMN}'s index built concurrently and "
+            f"verified in {backfill.seconds:.1f} s (ecm upgrade --phase backfill); version 2 may roll out now"
         )
+
+        self._phase("v1_v2")
+        v2 = self.fleets["2"] = Fleet("2", o.processes, self.demo_url, self.run_dir, o.pace_ms).start()
+        v2.wait_ready()
+        live, _ = self._registry("2")
+        self.say(
+            f"[bold]v2 traffic[/]: {live} processes of {APP_NAME} 2 serving and reporting live "
+            f"(pids {_pids(v2)}); they map {TABLE}.{NEW_COLUMN}, the trigger keeps {OLD_COLUMN} in step for v1"
+        )
+        time.sleep(o.pause_s)
 
         self._phase("contract_refused")
         refused = self._ecm(["upgrade", "--phase", "contract"], expect=(3,))
