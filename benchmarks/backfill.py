@@ -496,9 +496,14 @@ def split_events(procs: list[Spawned]) -> dict[str, Any]:
                 rows_updated += int(e.get("rows_updated") or 0)
                 batches += int(e.get("batches") or 0)
             elif name == "backfill_verified":
-                # A process whose first event this is (the backfill was complete already) gives
-                # no start to time it from: its verification stays inside start-up.
-                if t is not None and prev is not None:
+                # The event says how long it took (since issue 12); older ones are timed from the
+                # event before it, and a process whose first event this is leaves it in start-up.
+                if "elapsed_s" in e:
+                    saw_verified = True
+                    verify += float(e["elapsed_s"])
+                    if prev is None:  # it was counted in start-up: take it out
+                        startup -= float(e["elapsed_s"])
+                elif t is not None and prev is not None:
                     saw_verified = True
                     verify += t - prev
             elif "index" in name:
