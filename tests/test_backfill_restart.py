@@ -408,3 +408,93 @@ def test_what_counts_as_a_lost_connection(monkeypatch: pytest.MonkeyPatch) -> No
         monkeypatch.setenv("ECM_RECONNECT_TIMEOUT", bad)
         with pytest.raises(BadInput, match="ECM_RECONNECT_TIMEOUT"):
             reconnect_timeout()
+
+
+INDEX_ROWS = 50_000
+SLOW_INDEX = "accounts_slow_full_name_idx"
+
+
+@pytest.fixture
+def indexed_project(private_pg: PrivateServer, tmp_path: Path) -> Iterator[Project]:
+    """Accounts with an expression index on ``slow_key(name)``; once the test sets
+    ``ecm_test.slow``, every call of the function spins (~75 µs), so the backfill's build of the copy
+    on full_name takes seconds (the copy itself is HOT, with room on every page: no calls)."""
+    name = f"ecm_r_{uuid.uuid4().hex[:10]}"
+    with connect(private_pg.url) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = private_pg.url.rsplit("/", 1)[0] + "/" + name
+    with connect(url) as db:
+        db.execute(
+            "CREATE FUNCTION slow_key(t text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN "
+            "IF current_setting('ecm_test.slow', true) = 'on' THEN FOR i IN 1..15000 LOOP NULL; END LOOP; END IF; "
+            "RETURN t; END $$"
+        )
+        db.execute(
+            "CREATE TABLE accounts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+            "name text NOT NULL, email text) WITH (fillfactor = 40)"
+        )
+        db.execute(
+            "INSERT INTO accounts (name) SELECT 'user ' || g FROM generate_series(1, %s) g", [INDEX_ROWS]
+        )
+        db.execute("CREATE INDEX accounts_slow_name_idx ON accounts (slow_key(name))")
+        db.execute("VACUUM ANALYZE accounts")
+    p = make_project(tmp_path / "app", url)
+    assert p.alembic("revision", "-m", "base").returncode == 0
+    assert p.ecm("plan", "rename-column", "accounts", "name", "full_name").returncode == 0
+    expanded = p.ecm("upgrade", "--phase", "expand")
+    assert expanded.returncode == 0, expanded.stderr
+    with connect(url) as db:
+        db.execute(f"ALTER DATABASE \"{name}\" SET ecm_test.slow = 'on'")
+    try:
+        yield p
+    finally:
+        with connect(private_pg.url) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_restart_during_the_index_build_after_the_copy_is_ridden_through(
+    private_pg: PrivateServer, indexed_project: Project
+) -> None:
+    """The server restarts while the backfill builds full_name's index CONCURRENTLY: the build's
+    INVALID leftover is dropped and built again once the server is back, and only then is the
+    backfill recorded complete."""
+    p = indexed_project
+    started = time.monotonic()
+    proc = start_backfill(p)
+    try:
+        deadline = time.monotonic() + 60
+        building = False
+        while not building:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the index build never started"
+            with contextlib.suppress(psycopg.Error), connect(p.url) as db:
+                row = db.execute(
+                    "SELECT count(*) FROM pg_stat_progress_create_index WHERE index_relid = to_regclass(%s)",
+                    [SLOW_INDEX],
+                ).fetchone()
+                building = bool(row and row[0])
+            time.sleep(0.05)
+        time.sleep(0.5)  # well inside the build (seconds long)
+        downtime = restart(private_pg, down_s=2.0)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-4000:] + "\n" + private_pg.log_tail()
+    assert events(err, "backfill_index_connection_lost"), err[-4000:]
+    built = events(err, "index_built")
+    assert [e["index"] for e in built][-1:] == [f"public.{SLOW_INDEX}"], built
+    assert json.loads(out)["status"] == "complete"
+    with p.connect() as db:
+        valid = db.execute(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [SLOW_INDEX]
+        ).fetchone()
+        assert valid == (True,)
+        status = db.execute("SELECT backfill_status FROM ecm.plans WHERE plan_id = %s", [PLAN]).fetchone()
+        assert status == ("complete",)
+        assert out_of_step(db) == 0
+    print(
+        f"\nrestart during the index build: server down {downtime:.1f} s, backfill with the rebuilt index "
+        f"finished {time.monotonic() - started:.1f} s after it started"
+    )

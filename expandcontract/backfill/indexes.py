@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 log = get_logger("expandcontract.backfill")
 
 
+class _Lost(Exception):
+    """The build's connection went away; the build is tried again on a new one."""
+
+
 def build_after_copy(engine: Engine, spec: BackfillSpec) -> float:
     """Build ``spec.indexes`` (each skipped when already valid); returns the seconds taken."""
     if not spec.indexes:
@@ -44,7 +48,7 @@ def build_after_copy(engine: Engine, spec: BackfillSpec) -> float:
                 _build_one(engine, spec.plan_id, step)
                 break
             except Exception as exc:
-                if not connection_lost(exc):
+                if not (isinstance(exc, _Lost) or connection_lost(exc)):
                     raise
                 lost_at = lost_at if lost_at is not None else time.monotonic()
                 if time.monotonic() - lost_at > timeout:
@@ -71,6 +75,12 @@ def _build_one(engine: Engine, plan_id: str, step: Step) -> None:
         conn.exec_driver_sql(f"SELECT pg_advisory_lock({key})")
         try:
             outcome = executor.execute(conn, step)
+        except Exception as exc:
+            # Once SQLAlchemy has invalidated the connection (the server went away), what the
+            # executor's own retries raise on it no longer looks like a lost connection.
+            if conn.invalidated or connection_lost(exc):
+                raise _Lost(str(exc)) from exc
+            raise
         finally:
             if not conn.invalidated and not conn.closed:
                 # A session that is going away takes its locks with it.
