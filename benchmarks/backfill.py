@@ -59,6 +59,8 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
+from expandcontract.sql import trigger
+
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "ecm_bench"
 P99_ALLOWANCE_MS = 100.0  # target: ecm_phase p99 <= baseline p99 + this
@@ -156,34 +158,10 @@ OPERATIONS: dict[str, Operation] = {
     )
 }
 
-# The function ecm's rename-column expand creates (docs/operations/rename-column.md), for the
-# peer: its batches touch every row and this trigger does the copy.
-PEER_FUNCTION = """
-CREATE FUNCTION peer_sync() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        IF NEW.full_name IS NULL THEN
-            NEW.full_name := NEW.name;
-        ELSIF NEW.name IS NULL OR NEW.name IS DISTINCT FROM NEW.full_name THEN
-            NEW.name := NEW.full_name;
-        END IF;
-    ELSIF NEW.name IS DISTINCT FROM OLD.name AND NEW.full_name IS NOT DISTINCT FROM OLD.full_name THEN
-        NEW.full_name := NEW.name;
-    ELSIF NEW.full_name IS DISTINCT FROM OLD.full_name AND NEW.name IS NOT DISTINCT FROM OLD.name THEN
-        NEW.name := NEW.full_name;
-    ELSIF NEW.name IS NOT DISTINCT FROM OLD.name AND NEW.full_name IS NOT DISTINCT FROM OLD.full_name THEN
-        NEW.full_name := NEW.name;
-    ELSE
-        NEW.name := NEW.full_name;
-    END IF;
-    RETURN NEW;
-END
-$$
-"""
-PEER_TRIGGER = (
-    "CREATE TRIGGER peer_sync BEFORE INSERT OR UPDATE ON accounts FOR EACH ROW "
-    "WHEN (current_setting('ecm.backfill', true) IS DISTINCT FROM 'peer') EXECUTE FUNCTION peer_sync()"
-)
+# The function and trigger ecm's rename-column expand creates (expandcontract.sql.trigger), for
+# the peer: its batches touch every row and this trigger does the copy.
+PEER_FUNCTION = trigger.function_sql("public", "peer_sync", "name", "full_name")
+PEER_TRIGGER = trigger.trigger_sql("public", "accounts", "peer_sync", "peer_sync", skip_value="peer")
 # What ecm's expand adds beside full_name, so the hand-built tables are the same.
 RENAME_CHECK = (
     "ALTER TABLE accounts ADD CONSTRAINT accounts_full_name_nn CHECK (full_name IS NOT NULL) NOT VALID"
