@@ -150,13 +150,27 @@ def connect(url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(url, autocommit=True)
 
 
+@contextlib.contextmanager
+def scratch_database(server: PrivateServer) -> Iterator[str]:
+    """A database of its own on the private server, dropped afterwards; yields its URL."""
+    name = f"ecm_r_{uuid.uuid4().hex[:10]}"
+    with connect(server.url) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with connect(server.url) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def project(private_pg: PrivateServer, tmp_path: Path) -> Iterator[Project]:
     """A database on the private server with ROWS accounts, rename-column planned and expanded."""
-    name = f"ecm_r_{uuid.uuid4().hex[:10]}"
-    with connect(private_pg.url) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = private_pg.url.rsplit("/", 1)[0] + "/" + name
+    with scratch_database(private_pg) as url:
+        yield _accounts_project(url, tmp_path)
+
+
+def _accounts_project(url: str, tmp_path: Path) -> Project:
     with connect(url) as db:
         db.execute(
             "CREATE TABLE accounts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
@@ -187,11 +201,7 @@ def project(private_pg: PrivateServer, tmp_path: Path) -> Iterator[Project]:
             "FOR EACH ROW EXECUTE FUNCTION count_row_write()"
         )
         assert out_of_step(db) == ROWS  # the backfill is deferred by `ecm upgrade --phase expand`
-    try:
-        yield p
-    finally:
-        with connect(private_pg.url) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return p
 
 
 def out_of_step(db: psycopg.Connection[Any]) -> int:
@@ -419,10 +429,11 @@ def indexed_project(private_pg: PrivateServer, tmp_path: Path) -> Iterator[Proje
     """Accounts with an expression index on ``slow_key(name)``; once the test sets
     ``ecm_test.slow``, every call of the function spins (~75 µs), so the backfill's build of the copy
     on full_name takes seconds (the copy itself is HOT, with room on every page: no calls)."""
-    name = f"ecm_r_{uuid.uuid4().hex[:10]}"
-    with connect(private_pg.url) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = private_pg.url.rsplit("/", 1)[0] + "/" + name
+    with scratch_database(private_pg) as url:
+        yield _slow_index_project(url, tmp_path)
+
+
+def _slow_index_project(url: str, tmp_path: Path) -> Project:
     with connect(url) as db:
         db.execute(
             "CREATE FUNCTION slow_key(t text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN "
@@ -444,12 +455,10 @@ def indexed_project(private_pg: PrivateServer, tmp_path: Path) -> Iterator[Proje
     expanded = p.ecm("upgrade", "--phase", "expand")
     assert expanded.returncode == 0, expanded.stderr
     with connect(url) as db:
-        db.execute(f"ALTER DATABASE \"{name}\" SET ecm_test.slow = 'on'")
-    try:
-        yield p
-    finally:
-        with connect(private_pg.url) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        name = db.execute("SELECT current_database()").fetchone()
+        assert name is not None
+        db.execute(f"ALTER DATABASE \"{name[0]}\" SET ecm_test.slow = 'on'")
+    return p
 
 
 def test_a_restart_during_the_index_build_after_the_copy_is_ridden_through(
