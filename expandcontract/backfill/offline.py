@@ -228,6 +228,10 @@ def _key_body(spec: BackfillSpec, schema: str) -> str:
     up_to_lo = "\n".join(f"            v_lo_{i} := v_up_{i};" for i in range(n))
     hi_to_up = "\n".join(f"                    v_up_{i} := v_hi_{i};" for i in range(n))
     key_json = "jsonb_build_array(" + ", ".join(f"v_up_{i}::text" for i in range(n)) + ")"
+    last_key = (
+        f"(SELECT jsonb_build_array({', '.join(f'{c}::text' for c in cols)}) FROM {table} "
+        f"ORDER BY {', '.join(f'{c} DESC' for c in cols)} LIMIT 1)"
+    )
     return f"""DECLARE
 {_common_decls()}
     v_has_lo boolean;
@@ -235,8 +239,10 @@ def _key_body(spec: BackfillSpec, schema: str) -> str:
     v_has_up boolean;
 {decls}
 BEGIN
-    INSERT INTO {ckpt} (plan_id, chunk)
-    SELECT {plan}, 0 WHERE NOT EXISTS (SELECT 1 FROM {ckpt} WHERE plan_id = {plan});
+    -- One chunk, ending at the greatest key there is now: rows inserted later went through the
+    -- trigger (as in the Python engine's chunk plan).
+    INSERT INTO {ckpt} (plan_id, chunk, hi_key)
+    SELECT {plan}, 0, {last_key} WHERE NOT EXISTS (SELECT 1 FROM {ckpt} WHERE plan_id = {plan});
 {_start(plans, plan)}
     COMMIT;
     v_batch := {START_ROWS};
