@@ -26,7 +26,7 @@ EPILOG = (
 )
 
 #: The modules of :mod:`expandcontract.commands` in registration (``--help``) order.
-MODULES = ("control", "plan", "upgrade", "backfill", "live", "demo")
+MODULES = ("control", "plan", "upgrade", "backfill", "lint", "live", "demo")
 
 #: Which module registers each top-level command. Only a shortcut: a name missing here,
 #: or a module that no longer registers it, makes the run build the whole tree.
@@ -38,6 +38,7 @@ _MODULE_OF = {
     "abort": "upgrade",
     "backfill": "backfill",
     "verify": "backfill",
+    "lint": "lint",
     "instances": "live",
     "check-app": "live",
     "guard": "live",
