@@ -471,3 +471,28 @@ def test_text_format_and_exit_codes(project: Project) -> None:
     assert f"{rel(path)}:{line}: drop-table-early: DROP TABLE orgs (table orgs)" in result.stdout
     assert "    instead: ecm plan drop-table orgs" in result.stdout
     assert result.stdout.strip().endswith("(PostgreSQL 15): unsafe")
+
+
+def test_a_revision_that_cannot_be_imported_fails_the_run(project: Project) -> None:
+    path = write(project, "b1", "a0", 'op.drop_table("orgs")', "imports app")
+    path.write_text(
+        path.read_text().replace("import sqlalchemy as sa\n", "import sqlalchemy as sa\nimport no_such_app\n")
+    )
+    result = project.ecm("lint")
+    assert result.returncode == 1 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert "cannot load the project's revisions (ModuleNotFoundError: No module named 'no_such_app')" in line
+
+
+def test_batch_operations_point_at_their_with_line(project: Project) -> None:
+    path = write(
+        project,
+        "b1",
+        "a0",
+        TIMEOUT
+        + 'with op.batch_alter_table("accounts") as batch:\n'
+        + '    batch.alter_column("name", new_column_name="full_name")\n',
+        "batch",
+    )
+    _, document = lint(project, "b1")
+    assert found(document) == [("rename-column", line_of(path, "with op.batch_alter_table"))]

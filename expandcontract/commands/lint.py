@@ -25,8 +25,8 @@ def lint(
     targets: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="[REVISION_RANGE | PATH…]",
-            help="Revisions to lint: a range as `alembic upgrade --sql` takes it (FROM:TO, FROM excluded; "
+            metavar="REVISIONS",
+            help="REVISION_RANGE or PATH…: a range as `alembic upgrade --sql` takes it (FROM:TO, FROM excluded; "
             "base:head is all), one revision, or revision files. Default: every revision of the application "
             "line and of the contract lineage.",
             show_default=False,

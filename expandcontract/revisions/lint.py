@@ -31,7 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
 
-from ..errors import BadInput
+from ..errors import BadInput, EcmError, OperationalError
 from ..sql import unsafe
 from ..sql.expressions import one_line
 from .project import Project
@@ -153,9 +153,19 @@ def select(
     project: Project, args: Sequence[str]
 ) -> tuple[list[Target], dict[str, tuple[Config, ScriptDirectory]]]:
     """The revisions to lint, base first, each once; BadInput for what names none."""
-    lineages = _lineages(project)
+    try:
+        lineages = _lineages(project)
+        ordered = [Target(rev, name) for name, _, script in lineages for rev in _in_order(script)]
+    except EcmError:
+        raise
+    except Exception as exc:
+        # Alembic imports every revision file to build the graph: one that fails to import
+        # (it imports the application, which is not on the path) stops them all.
+        raise OperationalError(
+            f"cannot load the project's revisions ({type(exc).__name__}: {one_line(str(exc))}): Alembic "
+            "imports every revision file; run ecm lint where what they import can be imported"
+        ) from exc
     envs = {name: (cfg, script) for name, cfg, script in lineages}
-    ordered = [Target(rev, name) for name, _, script in lineages for rev in _in_order(script)]
     if not args:
         return ordered, envs
     wanted: set[str] = set()

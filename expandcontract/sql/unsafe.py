@@ -81,7 +81,7 @@ RULES: dict[str, Rule] = {
             "set-not-null-scan",
             "ACCESS EXCLUSIVE while every row is scanned",
             "SET NOT NULL scans the whole table under the lock unless a valid CHECK (column IS NOT NULL) "
-            "exists (none is validated before it in this plan)",
+            "exists (none is validated before it in the same plan or revision)",
             "`ecm plan set-not-null TABLE COLUMN`",
         ),
         Rule(
