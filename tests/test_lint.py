@@ -496,3 +496,18 @@ def test_batch_operations_point_at_their_with_line(project: Project) -> None:
     )
     _, document = lint(project, "b1")
     assert found(document) == [("rename-column", line_of(path, "with op.batch_alter_table"))]
+
+
+def test_a_new_table_referencing_an_existing_one_still_needs_lock_timeout(project: Project) -> None:
+    path = write(
+        project,
+        "b1",
+        "a0",
+        'op.create_table(\n    "invoices",\n    sa.Column("id", sa.BigInteger(), primary_key=True),\n'
+        '    sa.Column("account_id", sa.BigInteger(), sa.ForeignKey("accounts.id"), nullable=False),\n)\n'
+        'op.create_index("invoices_account_idx", "invoices", ["account_id"])\n',
+        "new table",
+    )
+    _, document = lint(project, "b1")
+    # Its index and NOT NULL column are exempt; the foreign key locks accounts against writes.
+    assert found(document) == [("ddl-without-lock-timeout", line_of(path, "op.create_table"))]

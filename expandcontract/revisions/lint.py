@@ -402,18 +402,8 @@ def lint(project: Project, args: Sequence[str], pg_version: int) -> list[Report]
 
 def shown_path(path: Path) -> str:
     """Relative to the working directory when under it (what GitHub annotations and editors want)."""
-    try:
-        return (
-            Path(os.path.relpath(path.resolve(), Path.cwd().resolve())).as_posix()
-            if _under_cwd(path)
-            else str(path)
-        )
-    except ValueError:
-        return str(path)
-
-
-def _under_cwd(path: Path) -> bool:
-    return Path.cwd().resolve() in path.resolve().parents
+    full, cwd = path.resolve(), Path.cwd().resolve()
+    return full.relative_to(cwd).as_posix() if cwd in full.parents else str(path)
 
 
 def _short(sql: str, width: int = 100) -> str:

@@ -548,8 +548,11 @@ def _locking_ddl(node: Any, ctx: Context) -> bool:
     """Statements that queue every later query on an existing table while they wait for their lock.
 
     CONCURRENTLY builds and drops, and VALIDATE CONSTRAINT, take locks that let reads and writes
-    through, so they are left out; so is anything on a table created in the same run.
+    through, so they are left out; so is anything on a table created in the same run, unless
+    it adds a foreign key to an existing table (SHARE ROW EXCLUSIVE on that one: its writes wait).
     """
+    if _references_existing(node, ctx):
+        return True
     if isinstance(node, ast.AlterTableStmt):
         cmds = [c for c in node.cmds or () if isinstance(c, ast.AlterTableCmd)]
         only_validate = bool(cmds) and all(c.subtype == AlterTableType.AT_ValidateConstraint for c in cmds)
@@ -562,10 +565,24 @@ def _locking_ddl(node: Any, ctx: Context) -> bool:
         if node.removeType in (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_VIEW, ObjectType.OBJECT_MATVIEW):
             return any(t not in ctx.created for t in _dropped_tables(node))
         return False
-    if isinstance(node, ast.RenameStmt | ast.CreateTrigStmt | ast.TruncateStmt | ast.LockStmt):
-        relation = getattr(node, "relation", None)
-        return relation is None or _table(relation) not in ctx.created
+    if isinstance(node, ast.RenameStmt | ast.CreateTrigStmt):
+        return node.relation is None or _table(node.relation) not in ctx.created
+    if isinstance(node, ast.TruncateStmt | ast.LockStmt):
+        return any(_table(r) not in ctx.created for r in node.relations or ())
     return isinstance(node, ast.ClusterStmt)
+
+
+def _references_existing(node: Any, ctx: Context) -> bool:
+    """A foreign key added by CREATE TABLE or ALTER TABLE that references a table not created here."""
+    if not isinstance(node, ast.CreateStmt | ast.AlterTableStmt):
+        return False
+    return any(
+        isinstance(n, ast.Constraint)
+        and n.contype == ConstrType.CONSTR_FOREIGN
+        and _table(n.pktable) not in ctx.created
+        and _table(n.pktable) != _table(node.relation)
+        for n in walk(node)
+    )
 
 
 def _lock_timeout(node: Any, ctx: Context) -> Iterator[Hit]:
