@@ -290,6 +290,11 @@ def test_ranges_and_paths_choose_the_revisions(project: Project) -> None:
     assert found(by_path) == [("drop-column-early", line_of(second, "op.drop_column"))]
     result, clean = lint(project, "a0")
     assert result.returncode == 0 and clean["ok"] is True
+    _, folder = lint(project, "migrations/versions")
+    assert [r["revision"] for r in folder["revisions"]] == ["a0", "b1", "b2"]
+    (project.root / "elsewhere").mkdir()
+    empty = project.ecm("lint", "elsewhere/")
+    assert empty.returncode == 2 and "elsewhere/ holds no revision" in empty.stderr
 
 
 @pytest.mark.parametrize(
@@ -299,6 +304,7 @@ def test_ranges_and_paths_choose_the_revisions(project: Project) -> None:
         (("a0:nosuchrev",), "unknown revision or range 'a0:nosuchrev'"),
         (("migrations/versions/missing.py",), "no such revision file: migrations/versions/missing.py"),
         (("alembic.ini",), "alembic.ini is not a revision"),
+        (("migrations/contracts",), "no such revision file: migrations/contracts"),
         (("--format", "xml"), "--format must be one of text, json, github, not 'xml'"),
         (("--pg-version", "7"), "--pg-version must be a PostgreSQL major version"),
     ],

@@ -168,28 +168,38 @@ def select(
     envs = {name: (cfg, script) for name, cfg, script in lineages}
     if not args:
         return ordered, envs
-    wanted: set[str] = set()
+    wanted: set[tuple[str, str]] = set()
     by_path = {os.path.realpath(t.script.path): t for t in ordered}
     for arg in args:
         if _looks_like_path(arg):
-            path = Path(arg)
-            if not path.is_file():
-                raise BadInput(f"no such revision file: {arg}")
-            target = by_path.get(os.path.realpath(path))
-            if target is None:
-                raise BadInput(f"{arg} is not a revision of this project's Alembic line or contract lineage")
-            wanted.add(target.script.revision)
+            wanted.update((t.lineage, t.script.revision) for t in _by_path(arg, by_path))
             continue
         errors: list[str] = []
-        for _, _, script in lineages:
+        for name, _, script in lineages:
             try:
-                wanted.update(r.revision for r in _resolve(script, arg))
+                wanted.update((name, r.revision) for r in _resolve(script, arg))
                 break
             except Exception as exc:  # Alembic's resolution errors are of several classes
                 errors.append(one_line(str(exc)) or type(exc).__name__)
         else:
             raise BadInput(f"unknown revision or range {arg!r}: {errors[0]}")
-    return [t for t in ordered if t.script.revision in wanted], envs
+    return [t for t in ordered if (t.lineage, t.script.revision) in wanted], envs
+
+
+def _by_path(arg: str, by_path: dict[str, Target]) -> list[Target]:
+    """A revision file, or every revision under a directory (``migrations/versions``)."""
+    path = Path(arg)
+    if path.is_dir():
+        inside = [t for p, t in by_path.items() if Path(os.path.realpath(path)) in Path(p).parents]
+        if not inside:
+            raise BadInput(f"{arg} holds no revision of this project's Alembic line or contract lineage")
+        return inside
+    if not path.is_file():
+        raise BadInput(f"no such revision file: {arg}")
+    target = by_path.get(os.path.realpath(path))
+    if target is None:
+        raise BadInput(f"{arg} is not a revision of this project's Alembic line or contract lineage")
+    return [target]
 
 
 # -- the revision file: where each statement came from, and its ignore comments ---------------
