@@ -517,3 +517,24 @@ def test_a_new_table_referencing_an_existing_one_still_needs_lock_timeout(projec
     _, document = lint(project, "b1")
     # Its index and NOT NULL column are exempt; the foreign key locks accounts against writes.
     assert found(document) == [("ddl-without-lock-timeout", line_of(path, "op.create_table"))]
+
+
+def test_percent_signs_are_rendered_as_written(project: Project) -> None:
+    write(
+        project,
+        "b1",
+        "a0",
+        TIMEOUT + "op.execute(\"UPDATE accounts SET name = 'x%' WHERE id % 2 = 0\")",
+        "pct",
+    )
+    write(
+        project, "b2", "b1", TIMEOUT + "op.execute(\"DELETE FROM accounts WHERE name LIKE 'x%'\")", "pct all"
+    )
+    result, document = lint(project, "a0:head")
+    assert result.returncode == 0, result.stdout
+    assert [r["statements"] for r in document["revisions"]] == [2, 2]
+    drop = write(
+        project, "b3", "b2", TIMEOUT + "op.execute(\"UPDATE accounts SET name = name || '%'\")", "pct 3"
+    )
+    _, document = lint(project, str(drop.relative_to(project.root)))
+    assert [f["statement"] for f in document["findings"]] == ["UPDATE accounts SET name = name || '%'"]

@@ -303,6 +303,9 @@ def render(cfg: Config, script: ScriptDirectory, rev: Script) -> tuple[list[Chun
             output_buffer=io.StringIO(),
             transactional_ddl=True,
             literal_binds=True,
+            # As Alembic's env.py templates render offline: with the driver's pyformat style a
+            # `%` in op.execute() text would come out doubled (`id %% 2` parses as another operator).
+            dialect_opts={"paramstyle": "named"},
         )
         ctx = environment.get_context()
 
