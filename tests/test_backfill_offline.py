@@ -52,7 +52,7 @@ def test_procedure_backfills_in_psql_and_passes_squawk(
     if kind != "ctid":  # the walk ended at the greatest key there was (later rows are the trigger's)
         last = db.execute(
             "SELECT jsonb_build_array(" + ", ".join(f'"{c}"::text' for c in spec.key) + ") FROM users "
-            "ORDER BY " + ", ".join(f'"{c}" DESC' for c in spec.key) + " LIMIT 1"
+            "ORDER BY " + ", ".join(f'"{c}" DESC NULLS LAST' for c in spec.key) + " LIMIT 1"
         ).fetchone()
         assert last is not None and ck[0]["hi_key"] == last[0]
     if SQUAWK.exists():

@@ -220,3 +220,27 @@ def test_an_exclusion_constraint_is_refused_not_lost(
     last = ran.stderr.strip().splitlines()[-1]
     assert "exclusion constraint(s) r_room_excl" in last and "cannot carry over online" in last
     assert sorted(p.root.rglob("*.py")) == before
+
+
+def test_an_in_place_change_type_keeps_its_exclusion_constraint(
+    tmp_path: Path, database_url: str, db: psycopg.Connection[Any]
+) -> None:
+    """A catalog-only ALTER COLUMN TYPE needs no copy of the constraint: not refused, and the
+    constraint is still there after it."""
+    db.execute(
+        "CREATE TABLE r (id int PRIMARY KEY, code varchar(10), CONSTRAINT r_code_excl EXCLUDE USING btree (code WITH =))"
+    )
+    p = make_project(tmp_path / "app", database_url)
+    assert p.alembic("revision", "-m", "base").returncode == 0
+    planned = p.ecm("plan", "change-type", "r", "code", "varchar(20)")
+    assert planned.returncode == 0, planned.stderr
+    ran = p.ecm("upgrade", "--phase", "contract", env=NO_REPORTERS)
+    assert ran.returncode == 0, ran.stderr
+    row = db.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'r'::regclass AND attname = 'code'"
+    ).fetchone()
+    assert row == ("character varying(20)",)
+    cons = db.execute(
+        "SELECT conname, contype FROM pg_constraint WHERE conrelid = 'r'::regclass ORDER BY 1"
+    ).fetchall()
+    assert ("r_code_excl", "x") in cons

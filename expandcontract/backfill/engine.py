@@ -319,8 +319,8 @@ def plan_chunks(conn: psycopg.Connection[Any], target: Target, n: int) -> list[t
         n = max(1, min(n, pages))
         edges = [pages * i // n for i in range(n + 1)]
         return [((str(edges[i]),), (str(edges[i + 1]),)) for i in range(n)]
-    # The walk ends at the greatest key that exists now: a row inserted after it was written
-    # through the trigger (which has existed since the expand) and needs no copy, so a heavy
+    # The walk ends at the greatest key that exists now: a row inserted later got its value from
+    # the write itself (the trigger, or the new column's default for add-column), so a heavy
     # insert workload does not keep the backfill walking behind it.
     last = conn.execute(target.ranges.last_sql()).fetchone()
     if last is None:
@@ -340,7 +340,7 @@ def plan_chunks(conn: psycopg.Connection[Any], target: Target, n: int) -> list[t
         b = sample[min(len(sample) - 1, i * len(sample) // n)]
         if not bounds or bounds[-1] != b:
             bounds.append(b)
-    if bounds and bounds[-1] == upper:  # the sample's keys are in server order, none above upper
+    if bounds and bounds[-1] == upper:  # a sample key equal to upper would end an empty range
         bounds.pop()
     edges_k: list[Key | None] = [None, *bounds, upper]
     return [(edges_k[i], edges_k[i + 1]) for i in range(len(edges_k) - 1)]
@@ -1073,16 +1073,24 @@ def _rows_total(conn: psycopg.Connection[Any], plan_id: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def _complete(conn: psycopg.Connection[Any], plan_id: str) -> None:
-    """The completion record, committed synchronously whatever the batches did."""
+def _complete(conn: psycopg.Connection[Any], plan_id: str) -> bool:
+    """The completion record, committed synchronously whatever the batches did; False when the
+    plan's chunks were planned again meanwhile (``--restart`` during a long index build)."""
     with conn.transaction():
         conn.execute("SET LOCAL synchronous_commit = on")
-        conn.execute(
+        done = conn.execute(
             f"UPDATE {_control('plans')} SET backfill_status = 'complete', "
             "backfill_completed_at = COALESCE(backfill_completed_at, now()), updated_at = now() "
-            "WHERE plan_id = %s",
-            [plan_id],
-        )
+            f"WHERE plan_id = %s AND NOT EXISTS (SELECT 1 FROM {_control('backfill_checkpoints')} "
+            "WHERE plan_id = %s AND finished_at IS NULL) RETURNING 1",
+            [plan_id, plan_id],
+        ).fetchone()
+        if done is not None:
+            return True
+        row = conn.execute(
+            f"SELECT backfill_status FROM {_control('plans')} WHERE plan_id = %s", [plan_id]
+        ).fetchone()
+        return row is None or row[0] == "complete"  # a reverse spec has no plans row of its own
 
 
 def _ensure_control(engine: Engine) -> None:
@@ -1240,8 +1248,8 @@ def run_backfill(
             # Every row is copied: the new column's indexes now, then the completion record
             # (a backfill whose indexes are not built yet is not complete).
             result.index_build_s = build_after_copy(engine, spec)
-            link.call(lambda c: _complete(c, plan_id))
-            result.status = "complete"
+            completed = link.call(lambda c: _complete(c, plan_id))
+            result.status = "complete" if completed else "incomplete"
         else:
             result.status = "interrupted" if run.stop.is_set() else "incomplete"
         result.elapsed_s = round(time.monotonic() - started, 3)

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..db.executor import UniqueBuildFailed
+from ..errors import OperationalError, first_line
 from ..log import get_logger
 from .reconnect import connection_lost, reconnect_timeout
 
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 log = get_logger("expandcontract.backfill")
 
 
-class _Lost(Exception):
+class _Lost(OperationalError):
     """The build's connection went away; the build is tried again on a new one."""
 
 
@@ -42,16 +45,28 @@ def build_after_copy(engine: Engine, spec: BackfillSpec) -> float:
     started = time.monotonic()
     timeout = reconnect_timeout()
     for step in spec.index_steps():
-        lost_at: float | None = None
+        # When the current outage began: reset once a new connection holds the build's lock, so
+        # a second failover hours into a long build gets the whole timeout again.
+        lost_at: list[float] = []
         while True:
             try:
-                _build_one(engine, spec.plan_id, step)
+                _build_one(engine, spec.plan_id, step, connected=lost_at.clear)
                 break
+            except UniqueBuildFailed as exc:
+                raise OperationalError(
+                    f"backfill of {spec.plan_id}: every row is copied, but the unique index {step.index} "
+                    f"cannot be built: {exc.cause}. The new column holds two equal values that the old "
+                    "column's unique index did not see as equal (a conversion that is not one-to-one, or "
+                    "rows written with the trigger bypassed): find them with `ecm verify "
+                    f"{spec.plan_id}` and a GROUP BY on the new column, fix them, and run the backfill "
+                    "again (it copies nothing more and builds the index), or roll the expand back"
+                ) from exc
             except Exception as exc:
                 if not (isinstance(exc, _Lost) or connection_lost(exc)):
                     raise
-                lost_at = lost_at if lost_at is not None else time.monotonic()
-                if time.monotonic() - lost_at > timeout:
+                if not lost_at:
+                    lost_at.append(time.monotonic())
+                if time.monotonic() - lost_at[0] > timeout:
                     raise
                 log.warning(
                     "backfill_index_connection_lost",
@@ -59,11 +74,11 @@ def build_after_copy(engine: Engine, spec: BackfillSpec) -> float:
                     index=step.index,
                     error=str(exc)[:200],
                 )
-                time.sleep(min(2.0, 0.2 + (time.monotonic() - lost_at) / 4))
+                time.sleep(min(2.0, 0.2 + (time.monotonic() - lost_at[0]) / 4))
     return round(time.monotonic() - started, 3)
 
 
-def _build_one(engine: Engine, plan_id: str, step: Step) -> None:
+def _build_one(engine: Engine, plan_id: str, step: Step, *, connected: Callable[[], None]) -> None:
     from ..db import executor
     from ..db.control import lock_key
     from ..db.engine import connect
@@ -72,20 +87,30 @@ def _build_one(engine: Engine, plan_id: str, step: Step) -> None:
     with connect(engine) as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         key = lock_key("index:" + plan_id)
-        conn.exec_driver_sql(f"SELECT pg_advisory_lock({key})")
         try:
+            # Another runner may be building this very index for minutes: wait for it whatever
+            # lock_timeout or statement_timeout the role carries (the build sets both to 0 too).
+            conn.exec_driver_sql(
+                "SELECT set_config('lock_timeout', '0', false), set_config('statement_timeout', '0', false)"
+            )
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({key})")
+            connected()
             outcome = executor.execute(conn, step)
+        except UniqueBuildFailed:
+            raise
         except Exception as exc:
             # Once SQLAlchemy has invalidated the connection (the server went away), what the
             # executor's own retries raise on it no longer looks like a lost connection.
             if conn.invalidated or connection_lost(exc):
-                raise _Lost(str(exc)) from exc
+                raise _Lost(f"connection lost while building {step.index}: {first_line(exc)}") from exc
             raise
         finally:
             if not conn.invalidated and not conn.closed:
-                # A session that is going away takes its locks with it.
+                # A session that is going away takes its locks with it; a pooled one is left
+                # without our timeouts.
                 with contextlib.suppress(Exception):
                     conn.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
+                    executor.reset(conn)
     log.info(
         "index_built" if outcome == "ran" else "index_present",
         plan_id=plan_id,

@@ -102,7 +102,7 @@ class KeyRanges:
 
     def last_sql(self) -> str:
         """The greatest key now: the end of the walk (rows inserted later are the trigger's)."""
-        desc = ", ".join(f"{c} DESC" for c in self.columns)
+        desc = ", ".join(f"{c} DESC NULLS LAST" for c in self.columns)
         return f"SELECT {self.as_text} FROM {self.table} ORDER BY {desc} LIMIT 1"
 
     def sample_sql(self) -> str:

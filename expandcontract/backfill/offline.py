@@ -230,7 +230,7 @@ def _key_body(spec: BackfillSpec, schema: str) -> str:
     key_json = "jsonb_build_array(" + ", ".join(f"v_up_{i}::text" for i in range(n)) + ")"
     last_key = (
         f"(SELECT jsonb_build_array({', '.join(f'{c}::text' for c in cols)}) FROM {table} "
-        f"ORDER BY {', '.join(f'{c} DESC' for c in cols)} LIMIT 1)"
+        f"ORDER BY {', '.join(f'{c} DESC NULLS LAST' for c in cols)} LIMIT 1)"
     )
     return f"""DECLARE
 {_common_decls()}

@@ -101,6 +101,7 @@ class UniqueBuildFailed(OperationalError):
     """A concurrent unique build met a duplicate key (one written while it was built): exit 1."""
 
     def __init__(self, step: Step, error: str, dropped: bool) -> None:
+        self.cause = error
         left = (
             f"the half-built index {step.index} was dropped at once"
             if dropped

@@ -119,7 +119,8 @@ class ChangeType(Operation):
         self.dependents(facts)  # views and policies are dropped and re-created around the change
         if col.name in facts.primary_key:
             raise BadInput(f"column {where} is part of the primary key; key columns are not supported yet")
-        checks.no_exclusion_constraint(facts, "change-type")
+        if not _in_place(self, facts, old, new):  # a shadow column would need a copy of the constraint
+            checks.no_exclusion_constraint(facts, "change-type")
         if facts.referenced_by:
             fks = ", ".join(f"{fk.name} on {fk.table}" for fk in facts.referenced_by)
             raise BadInput(
@@ -253,6 +254,16 @@ def _scans_in_place(facts: TableFacts, new: types.PgType) -> bool:
     return any(ix.partial or ix.expression or new.base == "timestamptz" for ix in facts.indexes)
 
 
+def _in_place(op: ChangeType, facts: TableFacts, old: types.PgType, new: types.PgType) -> bool:
+    """Whether the plan is one ``ALTER COLUMN TYPE`` that changes only the catalog."""
+    return (
+        op.rename_to is None
+        and op.using is None
+        and types.in_place(old, new, facts.server_version_num)
+        and not _scans_in_place(facts, new)
+    )
+
+
 def _conversion(sql: str, column: str, param_name: str) -> str:
     """The expression with the column replaced by the function's parameter."""
     from ...sql.rewrite import rewrite_column
@@ -270,12 +281,7 @@ class _Planner(Builder):
         self.old_type = types.parse(self.col.type_sql)
         self.new_type = types.parse(op.type)
         self.new_sql = op.type.strip()
-        self.in_place = (
-            op.rename_to is None
-            and op.using is None
-            and types.in_place(self.old_type, self.new_type, facts.server_version_num)
-            and not _scans_in_place(facts, self.new_type)
-        )
+        self.in_place = _in_place(op, facts, self.old_type, self.new_type)
         self.shadow = op.rename_to or names.fit(f"{self.c}_{names.PREFIX}_new", key=plan_id + ":shadow")
         self.function = names.function_name(plan_id)
         self.trigger_name = names.trigger_name(plan_id)
