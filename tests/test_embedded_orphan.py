@@ -9,6 +9,7 @@ the check reads ``/proc/PID/exe`` and the data directory's ``postmaster.pid``.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -24,7 +25,19 @@ pytestmark = [
 
 
 def _sleeper(executable: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([executable, "60"], stdin=subprocess.DEVNULL)
+    # Under CI (a background job of a non-interactive shell, pytest-xdist workers) SIGINT can be
+    # ignored or blocked, and both survive exec: the stand-in gets the default back, as PostgreSQL,
+    # which installs its own handlers and signal mask, always has it.
+    return subprocess.Popen(
+        [executable, "60"],
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_default_sigint,
+    )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def test_a_server_whose_binary_was_deleted_is_stopped(tmp_path: Path) -> None:
