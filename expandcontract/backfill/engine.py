@@ -1352,10 +1352,7 @@ def verify(engine: Engine, spec: BackfillSpec, *, batch_size: int = 50_000, show
                 r = target.ranges
 
                 def first_keys(c: psycopg.Connection[Any]) -> list[dict[str, str]]:
-                    rows = c.execute(
-                        f"SELECT {r.as_text} FROM {r.table} WHERE {mismatch} ORDER BY {r.order} LIMIT %(lim)s",
-                        {"lim": show},
-                    )
+                    rows = c.execute(r.mismatch_keys_sql(spec, False, False), {"lim": show})
                     return [dict(zip(names, map(str, k), strict=True)) for k in rows]
 
                 keys = link.call(first_keys)
