@@ -13,6 +13,8 @@ One line in ``env.py``::
     context.configure(..., include_object=expandcontract.autogen.include_object)
 
 or, with a filter of your own, ``include_object=expandcontract.autogen.combine(my_filter)``.
+The other half, ``process_revision_directives=expandcontract.autogen.rewrite``, turns the
+unsafe changes autogenerate finds into plans (:mod:`expandcontract.autoplan.hook`).
 
 Which plans are in flight is read from the database being compared (the control schema's
 ``plans`` table, once per migration context): the database's own record is the only one
@@ -32,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .autoplan.hook import Rewrite, rewrite
 from .errors import first_line
 from .settings import control_schema
 from .sql.quoting import q
@@ -48,7 +51,16 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
     from sqlalchemy.sql.schema import SchemaItem
 
-__all__ = ["InFlight", "ManagedPlan", "combine", "in_flight", "include_object", "include_object_for"]
+__all__ = [
+    "InFlight",
+    "ManagedPlan",
+    "Rewrite",
+    "combine",
+    "in_flight",
+    "include_object",
+    "include_object_for",
+    "rewrite",
+]
 
 IncludeObject = Callable[["SchemaItem", "str | None", str, bool, "SchemaItem | None"], bool]
 

@@ -16,11 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import BadInput
 from .common import Common, command
 
 if TYPE_CHECKING:
-    from ..plan.facts import TableFacts
     from ..plan.model import Plan
     from ..plan.ops.base import Operation
 
@@ -58,6 +56,12 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         no_args_is_help=True,
     )
     chosen = [REGISTRY[only]] if only is not None and only in REGISTRY else list(REGISTRY.values())
+    if only == "auto":
+        chosen = []
+    if only is None or only == "auto" or only not in REGISTRY:
+        from .plan_auto import register as register_auto
+
+        register_auto(plan_app)
     for op_cls in chosen:
         _register(plan_app, op_cls)
     app.add_typer(plan_app)
@@ -125,172 +129,34 @@ def run_plan(
     common: Common, op: Operation, *, message: str | None, dry_run: bool, from_metadata: str | None
 ) -> None:
     """The flow every operation shares, from input checks to files and output."""
+    from ..revisions.authoring import author, document
+
     op.check_input()
     project = None
     if not dry_run or common.alembic_config_path() is not None:
         project = common.project()
-    facts, finished, active_rows = _facts(common, op, from_metadata)
-    taken = set(finished)
-    if project is not None:
-        from ..revisions.inflight import plan_files
-
-        for directory in (project.versions_dir(), project.contracts_dir / "versions"):
-            taken |= set(plan_files(directory))
-    base_id = op.base_plan_id(facts.name)
-    if base_id in taken:
-        n = 2
-        while f"{base_id}_{n}" in taken:
-            n += 1
-        op = dataclasses.replace(op, plan_id=f"{base_id}_{n}")
-    plan = op.build(facts)
-    if not from_metadata and any(s.kind == "precheck" for p in plan.phases for s in p.upgrade):
-        from ..db import prechecks
-        from ..db.engine import connect
-
-        with connect(common.engine()) as conn:
-            prechecks.run_all(conn, plan)
-            conn.rollback()
-    from ..revisions.inflight import conflicts
-
-    active = conflicts(active_rows, plan.touches)
-    if active:
-        raise BadInput(
-            f"a plan is already in flight on {_what(plan)}: {', '.join(active)}; finish or abort it first"
-        )
-    files: list[dict[str, Any]] = []
-    if project is not None:
-        from ..revisions.inflight import conflicts_in_files
-
-        dirs = [project.versions_dir(), project.contracts_dir / "versions"]
-        pending = conflicts_in_files(dirs, plan.touches, finished)
-        if pending:
-            raise BadInput(
-                f"a plan is already in flight on {_what(plan)}: {', '.join(pending)}; apply, abort or delete it first"
-            )
-        files = _write(project, plan, message, dry_run)
-    doc = _document(plan, files, dry_run)
-    common.emit(doc)
-    if not common.json_output:
-        _render(common, plan, files, dry_run)
-
-
-def _what(plan: Plan) -> str:
-    parts = []
-    for table, columns in plan.touches.items():
-        name = table.rpartition(".")[2] if table == f"{plan.schema}.{plan.table}" else table
-        if plan.table and table == f"{plan.schema}.{plan.table}":
-            name = plan.table
-        cols = [c for c in columns if c != "*"]
-        parts.append(f"{name}.{'/'.join(cols)}" if cols else name)
-    return ", ".join(parts)
-
-
-def _facts(
-    common: Common, op: Operation, from_metadata: str | None
-) -> tuple[TableFacts, set[str], list[dict[str, Any]]]:
+    metadata = None
     if from_metadata:
-        from ..plan.from_metadata import facts_from_metadata, load_metadata
+        from ..plan.from_metadata import load_metadata
 
         metadata = load_metadata(from_metadata)
-        return facts_from_metadata(metadata, op.schema, op.table, op.column()), set(), []
-    from ..db.engine import connect
-    from ..revisions.inflight import active_in_db
-
-    with connect(common.engine()) as conn:
-        facts = _read(conn, op)
-        active, finished = active_in_db(conn)
-        conn.rollback()
-    return facts, finished, active
-
-
-def _read(conn: Any, op: Operation) -> TableFacts:
-    """The facts an operation plans from: its table's (found from its index when it names
-    one), or the server's alone for an operation without a table; plus related tables'."""
-    import dataclasses as dc
-
-    from ..db.catalog import read_table_facts, server_facts, table_of_index
-
-    index = op.index_name()
-    if index is not None:
-        schema, table = table_of_index(conn, op.schema, index)
-        op = dc.replace(op, schema=schema, table=table)
-    if not op.table and not op.needs_table:
-        facts = server_facts(conn, op.schema)
-    else:
-        facts = read_table_facts(conn, op.schema, op.table, op.column(), whole=op.whole_table)
-    related = {}
-    for schema, table in op.related(facts):
-        other = read_table_facts(conn, schema, table, None, whole=True)
-        related[f"{other.schema}.{other.name}"] = other.to_json()
-    if related:
-        facts = dc.replace(facts, extra={**facts.extra, "related": related})
-    columns = [read_table_facts(conn, s, t, c).to_json() for s, t, c in op.related_columns(facts)]
-    if columns:
-        facts = dc.replace(facts, extra={**facts.extra, "columns": columns})
-    wanted = op.relations(facts)
-    if wanted:
-        from ..db.catalog import relation_kinds
-
-        facts = dc.replace(
-            facts, extra={**facts.extra, "relations": relation_kinds(conn, facts.schema, wanted)}
-        )
-    return facts
-
-
-def _write(project: Any, plan: Plan, message: str | None, dry_run: bool) -> list[dict[str, Any]]:
-    from ..revisions.project import scaffold_contracts
-    from ..revisions.writer import prepare
-
-    script = project.script()
-    heads = script.get_heads()
-    if len(heads) > 1:
-        raise BadInput(
-            f"the Alembic line has {len(heads)} heads ({', '.join(heads)}); merge them first (alembic merge heads)"
-        )
-    contract_versions = project.contracts_dir / "versions"
-    revs = prepare(
-        plan,
-        app_versions=project.versions_dir(),
-        app_head=heads[0] if heads else None,
-        contract_versions=contract_versions,
+    authored = author(
+        op,
+        connect=lambda: _connect(common),
+        project=project,
         message=message,
+        dry_run=dry_run,
+        metadata=metadata,
     )
-    if not dry_run:
-        if any(r.phase == "contract" for r in revs):
-            scaffold_contracts(project)
-        project.versions_dir().mkdir(parents=True, exist_ok=True)
-        for rev in revs:
-            rev.path.write_text(rev.content)
-    return [
-        {"phase": r.phase, "revision": r.revision, "down_revision": r.down_revision, "path": str(r.path)}
-        for r in revs
-    ]
+    common.emit(document(authored.plan, authored.files, dry_run))
+    if not common.json_output:
+        _render(common, authored.plan, authored.files, dry_run)
 
 
-def _document(plan: Plan, files: list[dict[str, Any]], dry_run: bool) -> dict[str, Any]:
-    return {
-        **plan.header(),
-        "dry_run": dry_run,
-        "files": files,
-        "notes": list(plan.notes),
-        "phases": [
-            {
-                "name": phase.name,
-                "summary": phase.summary,
-                "before": phase.before,
-                "after": phase.after,
-                "rollback": phase.rollback,
-                "steps": [
-                    {"name": s.name, "kind": s.kind, "lock": s.lock, "sql": s.sql}
-                    for s in plan.shown_steps(phase)
-                ],
-                "downgrade": [
-                    {"name": s.name, "kind": s.kind, "lock": s.lock, "sql": s.sql} for s in phase.downgrade
-                ],
-            }
-            for phase in plan.phases
-        ],
-    }
+def _connect(common: Common) -> Any:
+    from ..db.engine import connect
+
+    return connect(common.engine())
 
 
 def _render(common: Common, plan: Plan, files: list[dict[str, Any]], dry_run: bool) -> None:
