@@ -21,8 +21,14 @@ if TYPE_CHECKING:
     from ..revisions.project import Project
 
 
-def upgrade_ops(project: Project, metadata: MetaData | None = None, *, checks: bool = False) -> UpgradeOps:
-    """What ``alembic revision --autogenerate`` would put in ``upgrade()``, before any hook."""
+def upgrade_ops(
+    project: Project, metadata: MetaData | None = None, *, checks: bool = False, quiet: bool = True
+) -> UpgradeOps:
+    """What ``alembic revision --autogenerate`` would put in ``upgrade()``, before any hook.
+
+    ``quiet``: env.py's ``fileConfig()`` turns Alembic's INFO lines on ("Detected added
+    column …"); ecm prints its own account of each difference, so they stay off unless -v.
+    """
     from alembic.autogenerate import produce_migrations
     from alembic.runtime.environment import EnvironmentContext
 
@@ -62,7 +68,6 @@ def upgrade_ops(project: Project, metadata: MetaData | None = None, *, checks: b
         return []
 
     script = project.script()
-    quiet = not logging.getLogger("alembic").isEnabledFor(logging.INFO)
     if quiet:
         logging.disable(logging.INFO)
     try:

@@ -125,10 +125,11 @@ def write_plans(
                     dry_run=dry_run,
                     app_head=head,
                     taken=taken,
+                    planned={a.plan.plan_id: a.plan.touches for _, a in outcome.authored},
                 )
             except InFlightConflict as exc:
                 decision.action = "deferred"
-                decision.why = f"{exc}: run again after that plan's contract"
+                decision.why = f"{exc}: one plan per column at a time; run again after that plan's contract"
                 continue
             outcome.authored.append((decision, authored))
             taken.add(authored.plan.plan_id)

@@ -83,7 +83,7 @@ def auto(
         from ..plan.from_metadata import load_metadata
 
         models = load_metadata(metadata)
-    ops = upgrade_ops(project, models, checks=checks)
+    ops = upgrade_ops(project, models, checks=checks, quiet=not common.verbose)
     interactive = sys.stdin.isatty() and not common.json_output
     result, choices = decide(
         ops, choices, console=common.console if interactive else None, how=lambda q: q.how

@@ -9,7 +9,7 @@ applied), and writing only the revisions the plan has.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,13 +57,15 @@ def author(
     metadata: MetaData | None = None,
     app_head: str | None = FROM_FILES,
     taken: set[str] | None = None,
+    planned: Mapping[str, Mapping[str, Iterable[str]]] | None = None,
 ) -> Authored:
     """Plan ``op`` and write its revisions into ``project`` (nothing when ``dry_run``).
 
     ``connect`` opens a connection (a context manager) for the catalog; ``metadata`` plans
     from a MetaData instead. ``app_head`` chains the expand after that revision instead of
     the line's head (a revision not written yet: the autogenerate hook's, or an earlier
-    plan of the same dry run); ``taken`` adds plan ids already used by such plans.
+    plan of the same dry run); ``taken`` adds plan ids already used by such plans, and
+    ``planned`` (plan id -> touches) their columns, which conflict as files on disk do.
     """
     op.check_input()
     facts, finished, active_rows = _facts(connect, op, metadata)
@@ -95,6 +97,11 @@ def author(
         raise InFlightConflict(
             f"a plan is already in flight on {what(plan)}: {', '.join(active)}; finish or abort it first"
         )
+    from .inflight import overlap
+
+    same_run = [plan_id for plan_id, touches in (planned or {}).items() if overlap(touches, plan.touches)]
+    if same_run:
+        raise InFlightConflict(f"{what(plan)} is also changed by plan {', '.join(same_run)}, planned in this run")
     files: list[dict[str, Any]] = []
     if project is not None:
         from .inflight import conflicts_in_files
