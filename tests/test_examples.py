@@ -290,10 +290,14 @@ def test_v1_and_v2_readiness_and_the_contract_across_the_plan(tmp_path: Path, da
 
 
 def autogenerate(project: Project, version: str) -> list[str]:
-    """The operations `alembic revision --autogenerate` writes into upgrade() (the file is removed)."""
+    """The operations `alembic revision --autogenerate` writes into upgrade() (the file is removed).
+
+    The example's env.py also has the rewrite hook; `-x ecm=off` leaves it out, so these tests see
+    what the include_object filter alone lets Alembic propose.
+    """
     before = set(project.versions())
     result = project.alembic(
-        "revision", "--autogenerate", "-m", "probe", env={"ACCOUNTS_APP_VERSION": version}
+        "-x", "ecm=off", "revision", "--autogenerate", "-m", "probe", env={"ACCOUNTS_APP_VERSION": version}
     )
     assert result.returncode == 0, result.stderr
     (path,) = set(project.versions()) - before
@@ -335,6 +339,29 @@ def test_autogenerate_after_the_contract_sees_real_differences(
         proposed = "\n".join(autogenerate(project, "v1"))
         assert "op.add_column('accounts', sa.Column('name'" in proposed
         assert "op.drop_column('accounts', 'full_name')" in proposed
+
+        # With the example's rewrite hook, that drop + add is a rename candidate: nothing is written
+        # until someone says which it is.
+        before = set(project.versions())
+        refused = project.alembic(
+            "revision", "--autogenerate", "-m", "back", env={"ACCOUNTS_APP_VERSION": "v1"}
+        )
+        assert refused.returncode != 0
+        assert "accounts.full_name" in refused.stderr and "ecm-rename=accounts.full_name:name" in refused.stderr
+        assert set(project.versions()) == before
+        renamed = project.alembic(
+            "-x",
+            "ecm-rename=accounts.full_name:name",
+            "revision",
+            "--autogenerate",
+            "-m",
+            "back",
+            env={"ACCOUNTS_APP_VERSION": "v1"},
+        )
+        assert renamed.returncode == 0, renamed.stderr
+        assert "rename column accounts.full_name -> name" in renamed.stderr
+        written = {p.name for p in set(project.versions()) - before}
+        assert any("_ecm_expand_rename_accounts_full_name_name" in n for n in written), written
 
 
 # -- examples/pipelines: the order of a deploy, as manifests (syntax and structure; no cluster) --

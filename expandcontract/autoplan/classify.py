@@ -735,7 +735,16 @@ class _Sorter:
             return None
         ref_schema = op.kw.get("referent_schema")
         ref_key = (ref_schema, op.referent_table)
-        if ref_key in self.diff.created:
+        new_remote = self._new_columns(ref_key) & set(op.remote_cols)
+        if new_remote:
+            return self._decide(
+                "deferred",
+                what,
+                f"references {op.referent_table}.{', '.join(sorted(new_remote))}, which this change adds or renames: "
+                "run again after that plan's contract",
+                op,
+            )
+        if ref_key in self.diff.created or ref_key in self.renamed_into:
             return self._decide(
                 "deferred",
                 what,
@@ -773,7 +782,26 @@ class _Sorter:
         )
 
     def _drop_constraint(self, table: TableKey, op: Any) -> None:
+        from alembic.operations import ops
+
         what = f"drop {op.constraint_type or 'constraint'} {op.constraint_name} on {qualified_key(*table)}"
+        reverse = getattr(op, "_reverse", None)
+        gone = set(self.diff.removed.get(table, {}))
+        columns = set(getattr(reverse, "columns", None) or getattr(reverse, "local_cols", None) or ())
+        if isinstance(reverse, ops.CreateForeignKeyOp):
+            ref_key = (reverse.kw.get("referent_schema"), reverse.referent_table)
+            if (
+                set(reverse.remote_cols) <= set(self.diff.removed.get(ref_key, {}))
+                or ref_key in self.diff.dropped
+            ):
+                return self._decide(
+                    "covered",
+                    what,
+                    "the plan that drops or renames the referenced column moves or drops this key at its contract",
+                    op,
+                )
+        if columns and columns <= gone:
+            return self._decide("covered", what, "the plan that drops or renames its column handles it", op)
         why = "catalog only, brief lock"
         if op.constraint_type == "unique":
             why += "; code that relies on it (ON CONFLICT on these columns) breaks once it is gone"

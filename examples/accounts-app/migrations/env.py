@@ -44,8 +44,10 @@ def target_metadata() -> Any:
 def configure(**kwargs: Any) -> None:
     context.configure(
         target_metadata=target_metadata(),
-        # The one line expandcontract needs: autogenerate leaves in-flight plans' objects alone.
+        # expandcontract: autogenerate leaves in-flight plans' objects alone ...
         include_object=expandcontract.autogen.include_object,
+        # ... and hands unsafe changes (renames, type changes, NOT NULL, indexes) to ecm plans.
+        process_revision_directives=expandcontract.autogen.rewrite,
         **kwargs,
     )
 
