@@ -137,6 +137,9 @@ class Rewrite:
         if old is not None:
             reversed_ops.downgrade_token = old.downgrade_token
         script.downgrade_ops = reversed_ops
+        if _locks_existing_tables(upgrade_ops):
+            for side in (upgrade_ops, reversed_ops):
+                side.ops.insert(0, _lock_timeout_op())
         lines = summary_lines(outcome)
         print("expandcontract: autogenerate's changes, sorted:", file=sys.stderr)
         for line in lines:
@@ -153,6 +156,30 @@ class Rewrite:
         if upgrade_ops.is_empty() and outcome.authored:
             directives[:] = []  # everything became plans: no empty revision
             print("  (nothing safe was left: no revision file of Alembic's own)", file=sys.stderr)
+
+
+#: What the kept statements wait for a lock at most: a plain revision has no retries, so failing
+#: fast (and running the deploy again) beats queueing every query on the table behind it.
+KEPT_LOCK_TIMEOUT = "2s"
+
+
+def _locks_existing_tables(upgrade_ops: Any) -> bool:
+    """Whether what stays alters a table that exists (a new table's own DDL locks nothing in use)."""
+    from alembic.operations import ops
+
+    created = {(op.schema, op.table_name) for op in upgrade_ops.ops if isinstance(op, ops.CreateTableOp)}
+    for op in upgrade_ops.ops:
+        if isinstance(op, ops.ModifyTableOps) and (op.schema, op.table_name) not in created:
+            return True
+        if isinstance(op, ops.DropTableOp):
+            return True
+    return False
+
+
+def _lock_timeout_op() -> Any:
+    from alembic.operations import ops
+
+    return ops.ExecuteSQLOp(f"SET LOCAL lock_timeout = '{KEPT_LOCK_TIMEOUT}'")
 
 
 def _plan(context: Any, script: Any, upgrade_ops: Any) -> Any:

@@ -85,9 +85,12 @@ def auto(
         models = load_metadata(metadata)
     ops = upgrade_ops(project, models, checks=checks, quiet=not common.verbose)
     interactive = sys.stdin.isatty() and not common.json_output
+    given = choices
     result, choices = decide(
         ops, choices, console=common.console if interactive else None, how=lambda q: q.how
     )
+    if choices != given and not common.json_output:
+        common.say("same answers without questions: ecm plan auto " + answers(choices))
 
     def connect() -> Any:
         from ..db.engine import connect as open_connection
@@ -118,3 +121,17 @@ def auto(
         common.say("no differences between the models and the database")
     if dry_run:
         common.say("(dry run: nothing written)")
+
+
+def answers(choices: Any) -> str:
+    """The options that give the same answers (to repeat a run in CI)."""
+    import shlex
+
+    words: list[str] = []
+    for old, new in choices.renames.items():
+        words += ["--rename", f"{old}:{new}"]
+    for name in sorted(choices.no_renames):
+        words += ["--no-rename", name]
+    for column, sql in choices.fills.items():
+        words += ["--fill", f"{column}={sql}"]
+    return " ".join(shlex.quote(w) for w in words)
