@@ -203,6 +203,7 @@ class _Diff:
     dropped: dict[TableKey, Any] = field(default_factory=dict)
     added: dict[TableKey, dict[str, Any]] = field(default_factory=dict)
     removed: dict[TableKey, dict[str, Any]] = field(default_factory=dict)
+    altered: dict[tuple[TableKey, str], Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, upgrade_ops: UpgradeOps) -> _Diff:
@@ -218,6 +219,8 @@ class _Diff:
                 diff.added.setdefault(table, {})[op.column.name] = op
             elif isinstance(op, ops.DropColumnOp) and table is not None:
                 diff.removed.setdefault(table, {})[op.column_name] = op
+            elif isinstance(op, ops.AlterColumnOp) and table is not None:
+                diff.altered[(table, op.column_name)] = op
         return diff
 
 
@@ -334,20 +337,55 @@ def _resolve_renames(diff: _Diff, choices: Choices) -> _Renames:
 # -- the decisions ------------------------------------------------------------------------------
 
 
-def classify(upgrade_ops: UpgradeOps, choices: Choices | None = None) -> Result:
-    """Sort every difference; questions left open mean nothing may be written yet."""
+def classify(upgrade_ops: UpgradeOps, choices: Choices | None = None, metadata: Any = None) -> Result:
+    """Sort every difference; questions left open mean nothing may be written yet.
+
+    ``metadata`` (the models compared) tells primary keys and the foreign keys that reference
+    them: an integer key widened to bigint is a ``bigint-key`` plan, which also widens the
+    columns referencing it.
+    """
     choices = choices or Choices()
     diff = _Diff.of(upgrade_ops)
     renames = _resolve_renames(diff, choices)
-    sorter = _Sorter(diff, renames, choices)
+    sorter = _Sorter(diff, renames, choices, _Keys.of(metadata))
     for table, op in _flatten(upgrade_ops):
         sorter.add(table, op)
     return Result(sorter.decisions, renames.questions + sorter.questions)
 
 
+@dataclass
+class _Keys:
+    """Single-column primary keys and the columns that reference them, from the models."""
+
+    primary: dict[TableKey, str] = field(default_factory=dict)
+    references: dict[tuple[TableKey, str], tuple[TableKey, str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, metadata: Any) -> _Keys:
+        keys = cls()
+        if metadata is None:
+            return keys
+        for md in metadata if isinstance(metadata, (list, tuple)) else [metadata]:
+            for table in md.tables.values():
+                pk = list(table.primary_key.columns)
+                if len(pk) == 1:
+                    keys.primary[(table.schema, table.name)] = pk[0].name
+                for fk in table.foreign_keys:
+                    target = fk.column
+                    keys.references[((table.schema, table.name), fk.parent.name)] = (
+                        (target.table.schema, target.table.name),
+                        target.name,
+                    )
+        return keys
+
+
+_TO_BIGINT = {("int4", "int8"), ("int2", "int8")}
+
+
 class _Sorter:
-    def __init__(self, diff: _Diff, renames: _Renames, choices: Choices) -> None:
+    def __init__(self, diff: _Diff, renames: _Renames, choices: Choices, keys: _Keys | None = None) -> None:
         self.diff, self.renames, self.choices = diff, renames, choices
+        self.keys = keys or _Keys()
         self.decisions: list[Decision] = []
         self.questions: list[Question] = []
         self.renamed_into = renames.renamed_into()
@@ -565,7 +603,9 @@ class _Sorter:
         if changes_type:
             old, new = pg_type(op.existing_type), pg_type(op.modify_type)
             what = f"change type of {name} ({old or '?'} -> {new or '?'})"
-            if old is None or new is None:
+            if self._bigint_key(table, op, old, new, what, keep, sets_not_null):
+                pass
+            elif old is None or new is None:
                 self.decisions.append(
                     Decision(
                         "refused",
@@ -648,6 +688,58 @@ class _Sorter:
             )
         )
         return None
+
+    def _widens_to_bigint(self, op: Any) -> bool:
+        from ..plan import types
+
+        old, new = pg_type(op.existing_type), pg_type(op.modify_type)
+        try:
+            return (
+                old is not None
+                and new is not None
+                and (types.parse(old).base, types.parse(new).base) in _TO_BIGINT
+            )
+        except BadInput:
+            return False
+
+    def _bigint_key(
+        self, table: TableKey, op: Any, old: str | None, new: str | None, what: str, keep: Any, not_null: bool
+    ) -> bool:
+        """An integer primary key (or a column referencing one) widened to bigint: bigint-key's job."""
+        if not self._widens_to_bigint(op):
+            return False
+        column = op.column_name
+        parent = self.keys.references.get((table, column))
+        if parent is not None and self.keys.primary.get(parent[0]) == parent[1]:
+            parent_alter = self.diff.altered.get((parent[0], parent[1]))
+            if parent_alter is not None and self._widens_to_bigint(parent_alter):
+                self.decisions.append(
+                    Decision(
+                        "covered",
+                        what,
+                        f"the bigint-key plan for {qualified_key(*parent[0])} widens the columns referencing its key",
+                        None,
+                        [op],
+                        keep,
+                    )
+                )
+                return True
+        if self.keys.primary.get(table) != column:
+            return False
+        from ..plan.ops.bigint_key import BigintKey
+
+        self.decisions.append(
+            Decision(
+                "plan",
+                what,
+                "the primary key and every column referencing it get shadow bigint columns, backfilled, "
+                "then swapped in one short transaction per table",
+                BigintKey(table=table[1], schema=table[0], column_name=column),
+                [op],
+                keep,
+            )
+        )
+        return True
 
     # -- indexes and constraints
     def _needs_new(self, table: TableKey, columns: Iterable[str], what: str, op: Any) -> bool:

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 def upgrade_ops(
     project: Project, metadata: MetaData | None = None, *, checks: bool = False, quiet: bool = True
-) -> UpgradeOps:
-    """What ``alembic revision --autogenerate`` would put in ``upgrade()``, before any hook.
+) -> tuple[UpgradeOps, Any]:
+    """What ``alembic revision --autogenerate`` would put in ``upgrade()``, before any hook, and
+    the MetaData it compared.
 
     ``quiet``: env.py's ``fileConfig()`` turns Alembic's INFO lines on ("Detected added
     column …"); ecm prints its own account of each difference, so they stay off unless -v.
@@ -36,7 +37,7 @@ def upgrade_ops(
     from ..db.control import preserved_alembic_proxies
     from .checks import compare_checks
 
-    found: list[UpgradeOps] = []
+    found: list[tuple[UpgradeOps, Any]] = []
 
     def compare(rev: Any, context: Any) -> list[Any]:
         if context.connection is None:  # pragma: no cover - as_sql=False always connects
@@ -64,7 +65,7 @@ def upgrade_ops(
         assert ops is not None
         if checks:
             compare_checks(context, target, ops)
-        found.append(ops)
+        found.append((ops, target))
         return []
 
     script = project.script()

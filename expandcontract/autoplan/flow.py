@@ -24,11 +24,16 @@ if TYPE_CHECKING:
 
 
 def decide(
-    upgrade_ops: UpgradeOps, choices: Choices, *, console: Console | None, how: Callable[[Question], str]
+    upgrade_ops: UpgradeOps,
+    choices: Choices,
+    *,
+    console: Console | None,
+    how: Callable[[Question], str],
+    metadata: Any = None,
 ) -> tuple[Result, Choices]:
     """Classify; ask the open questions on a terminal (``console``), else refuse naming them."""
     while True:
-        result = classify(upgrade_ops, choices)
+        result = classify(upgrade_ops, choices, metadata)
         if not result.questions:
             break
         if console is None:

@@ -196,6 +196,7 @@ def _plan(context: Any, script: Any, upgrade_ops: Any) -> Any:
         _choices(context),
         console=Console(stderr=True) if interactive else None,
         how=_how,
+        metadata=context.opts.get("target_metadata"),
     )
     if not result.decisions or all(d.action == "alembic" for d in result.decisions):
         return None

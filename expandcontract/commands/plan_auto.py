@@ -83,11 +83,11 @@ def auto(
         from ..plan.from_metadata import load_metadata
 
         models = load_metadata(metadata)
-    ops = upgrade_ops(project, models, checks=checks, quiet=not common.verbose)
+    ops, compared = upgrade_ops(project, models, checks=checks, quiet=not common.verbose)
     interactive = sys.stdin.isatty() and not common.json_output
     given = choices
     result, choices = decide(
-        ops, choices, console=common.console if interactive else None, how=lambda q: q.how
+        ops, choices, console=common.console if interactive else None, how=lambda q: q.how, metadata=compared
     )
     if choices != given and not common.json_output:
         common.say("same answers without questions: ecm plan auto " + answers(choices))

@@ -82,8 +82,10 @@ def author(
             n += 1
         op = dataclasses.replace(op, plan_id=f"{base_id}_{n}")
     plan = op.build(facts)
-    if metadata is None and connect is not None and any(
-        s.kind == "precheck" for p in plan.phases for s in p.upgrade
+    if (
+        metadata is None
+        and connect is not None
+        and any(s.kind == "precheck" for p in plan.phases for s in p.upgrade)
     ):
         from ..db import prechecks
 
@@ -101,7 +103,9 @@ def author(
 
     same_run = [plan_id for plan_id, touches in (planned or {}).items() if overlap(touches, plan.touches)]
     if same_run:
-        raise InFlightConflict(f"{what(plan)} is also changed by plan {', '.join(same_run)}, planned in this run")
+        raise InFlightConflict(
+            f"{what(plan)} is also changed by plan {', '.join(same_run)}, planned in this run"
+        )
     files: list[dict[str, Any]] = []
     if project is not None:
         from .inflight import conflicts_in_files
