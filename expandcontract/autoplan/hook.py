@@ -126,8 +126,6 @@ class Rewrite:
             outcome = _plan(context, script, upgrade_ops)
         except BadInput as exc:
             raise CommandError(f"expandcontract: {exc}") from None
-        if outcome is None:
-            return
         from .classify import apply
         from .flow import summary_lines
 
@@ -148,11 +146,12 @@ class Rewrite:
             for f in authored.files:
                 print(f"  wrote {f['phase']:<9} {f['path']}", file=sys.stderr)
         if outcome.authored:
-            print(
-                "  next: apply the line as usual (alembic upgrade head / ecm upgrade --phase expand, "
-                "--phase backfill); deploy; ecm upgrade --phase contract",
-                file=sys.stderr,
-            )
+            phases = {f["phase"] for _, a in outcome.authored for f in a.files}
+            steps = [f"--phase {p}" for p in ("expand", "backfill") if p in phases]
+            text = "  next: ecm upgrade " + ", then ".join(steps) + " (or alembic upgrade head)"
+            if "contract" in phases:
+                text += "; deploy the new code; ecm upgrade --phase contract"
+            print(text, file=sys.stderr)
         if upgrade_ops.is_empty() and outcome.authored:
             directives[:] = []  # everything became plans: no empty revision
             print("  (nothing safe was left: no revision file of Alembic's own)", file=sys.stderr)
@@ -198,8 +197,10 @@ def _plan(context: Any, script: Any, upgrade_ops: Any) -> Any:
         how=_how,
         metadata=context.opts.get("target_metadata"),
     )
-    if not result.decisions or all(d.action == "alembic" for d in result.decisions):
-        return None
+    if all(d.action == "alembic" for d in result.decisions):
+        from .flow import Outcome
+
+        return Outcome(list(result.decisions))
     config = context.config
     if config is None or not config.config_file_name:
         from ..errors import BadInput

@@ -1,0 +1,180 @@
+"""Rules of the autogenerate sorting that the CLI and hook tests do not reach: integer keys widened
+to bigint, constraints that go with a renamed column, and the revision the hook leaves being one
+`ecm lint` finds clean. Each drives a stock `alembic init` project on a real database."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from .project import Project, columns, make_project
+
+ENV_LINE = "process_revision_directives=expandcontract.autogen.rewrite,"
+
+MODELS = """
+import os
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+V2 = os.environ.get("MODELS") == "2"
+KEY = sa.BigInteger if V2 else sa.Integer
+sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", KEY, primary_key=True),
+    sa.Column("full_name" if V2 else "name", sa.String(80), nullable=False, unique=True),
+    sa.Column("note", sa.Text, nullable=True),
+)
+sa.Table(
+    "orders",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("account_id", KEY, sa.ForeignKey("accounts.id"), nullable=True, index=True),
+)
+"""
+
+
+def project_with_hook(tmp_path: Path, url: str) -> Project:
+    project = make_project(tmp_path / "app", url)
+    (project.root / "models.py").write_text(textwrap.dedent(MODELS))
+    env_py = project.root / "migrations" / "env.py"
+    text = env_py.read_text()
+    text = text.replace(
+        "target_metadata = None",
+        "import sys\nsys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[1]))\n"
+        "import expandcontract.autogen\nimport models\ntarget_metadata = models.metadata",
+    )
+    text = text.replace(
+        "connection=connection, target_metadata=target_metadata",
+        f"connection=connection, target_metadata=target_metadata, {ENV_LINE}",
+    )
+    assert ENV_LINE in text
+    env_py.write_text(text)
+    first = project.alembic("revision", "--autogenerate", "-m", "v1")
+    assert first.returncode == 0, first.stderr
+    up = project.alembic("upgrade", "head")
+    assert up.returncode == 0, up.stderr
+    with project.connect() as conn:
+        conn.execute("INSERT INTO accounts (name) SELECT 'a' || g FROM generate_series(1, 50) g")
+        conn.execute("INSERT INTO orders (account_id) SELECT 1 + g % 50 FROM generate_series(1, 80) g")
+    return project
+
+
+def test_widened_key_is_one_bigint_key_plan_and_nothing_is_left(tmp_path: Path, database_url: str) -> None:
+    project = project_with_hook(tmp_path, database_url)
+    (project.root / "models.py").write_text(
+        textwrap.dedent(MODELS).replace('"full_name" if V2 else "name"', '"name"')
+    )
+    result = project.ecm("plan", "auto", "--json", env={"MODELS": "2"})
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    actions = {d["what"]: (d["action"], d.get("operation")) for d in doc["decisions"]}
+    assert actions["change type of accounts.id (integer -> bigint)"] == ("plan", "bigint-key")
+    assert actions["change type of orders.account_id (integer -> bigint)"][0] == "covered"
+    assert [p["plan_id"] for p in doc["plans"]] == ["bigint_key_accounts_id"]
+
+    for phase in ("expand", "backfill"):
+        step = project.ecm("upgrade", "--phase", phase)
+        assert step.returncode == 0, step.stderr
+    contract = project.ecm("upgrade", "--phase", "contract", "--allow-no-reporters")
+    assert contract.returncode == 0, contract.stderr
+    with project.connect() as conn:
+        assert columns(conn, "accounts")["id"][0] == "bigint"
+        assert columns(conn, "orders")["account_id"][0] == "bigint"
+        assert conn.execute(
+            "SELECT count(*) FROM orders JOIN accounts ON accounts.id = orders.account_id"
+        ).fetchone() == (80,)
+    again = project.ecm("plan", "auto", "--json", env={"MODELS": "2"})
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["decisions"] == []
+
+
+def test_constraints_of_a_renamed_column_go_with_the_rename(tmp_path: Path, database_url: str) -> None:
+    project = project_with_hook(tmp_path, database_url)
+    (project.root / "models.py").write_text(
+        textwrap.dedent(MODELS).replace("KEY = sa.BigInteger if V2 else sa.Integer", "KEY = sa.Integer")
+    )
+    before = set(project.versions())
+    result = project.alembic(
+        "-x",
+        "ecm-rename=accounts.name:full_name",
+        "revision",
+        "--autogenerate",
+        "-m",
+        "v2",
+        env={"MODELS": "2"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "rename column accounts.name -> full_name" in result.stderr
+    # The unique constraint on name is dropped with it, and the one on full_name waits for the rename.
+    assert "covered   drop unique accounts_name_key" in result.stderr, result.stderr
+    assert "deferred  add unique constraint" in result.stderr, result.stderr
+    written = sorted(p.name for p in set(project.versions()) - before)
+    assert [n for n in written if "_ecm_" in n] == [
+        n for n in written if "rename_accounts_name_full_name" in n
+    ]
+    # Nothing else was left for Alembic: no revision of its own.
+    assert all("_ecm_" in n for n in written), written
+
+
+def test_the_revision_the_hook_leaves_is_lint_clean(tmp_path: Path, database_url: str) -> None:
+    project = project_with_hook(tmp_path, database_url)
+    extra = (
+        textwrap.dedent(MODELS)
+        .replace(
+            'sa.Column("note", sa.Text, nullable=True),',
+            'sa.Column("note", sa.Text, nullable=True),\n    sa.Column("nickname", sa.Text, nullable=True),',
+        )
+        .replace("KEY = sa.BigInteger if V2 else sa.Integer", "KEY = sa.Integer")
+        .replace('"full_name" if V2 else "name"', '"name"')
+    )
+    (project.root / "models.py").write_text(
+        extra + '\nsa.Table("tags", metadata, sa.Column("id", sa.Integer, primary_key=True))\n'
+    )
+    result = project.alembic("revision", "--autogenerate", "-m", "v2")
+    assert result.returncode == 0, result.stderr
+    (revision,) = [p for p in project.versions() if p.name.endswith("_v2.py")]
+    text = revision.read_text()
+    assert "op.add_column('accounts', sa.Column('nickname'" in text
+    assert text.count("SET LOCAL lock_timeout = '2s'") == 2  # upgrade() and downgrade()
+    lint = project.ecm("lint", "--format", "json")
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    up = project.alembic("upgrade", "head")
+    assert up.returncode == 0, up.stderr
+    down = project.alembic("downgrade", "-1")
+    assert down.returncode == 0, down.stderr
+    with project.connect() as conn:
+        assert "nickname" not in columns(conn, "accounts")
+
+
+def test_a_refusal_writes_nothing_and_changes_nothing(tmp_path: Path, database_url: str) -> None:
+    project = project_with_hook(tmp_path, database_url)
+    (project.root / "models.py").write_text(
+        textwrap.dedent(MODELS).replace(
+            'sa.Column("note", sa.Text, nullable=True)', 'sa.Column("note", sa.Integer, nullable=True)'
+        )
+    )
+    before_files = set(project.versions())
+    with project.connect() as conn:
+        before_columns = columns(conn, "accounts")
+    result = project.ecm("plan", "auto", "--rename", "accounts.name:full_name", env={"MODELS": "2"})
+    assert result.returncode == 2
+    assert "change type of accounts.note (text -> integer)" in result.stderr
+    assert "--rename accounts.note:note_new" in result.stderr
+    hooked = project.alembic(
+        "-x",
+        "ecm-rename=accounts.name:full_name",
+        "revision",
+        "--autogenerate",
+        "-m",
+        "v2",
+        env={"MODELS": "2"},
+    )
+    assert hooked.returncode != 0
+    assert "text -> integer" in hooked.stderr
+    assert set(project.versions()) == before_files
+    assert not (project.root / "migrations" / "contracts").exists()
+    with project.connect() as conn:
+        assert columns(conn, "accounts") == before_columns
