@@ -103,7 +103,7 @@ class Rewrite:
     def _rewrite(self, context: Any, directives: list[Any]) -> None:
         from alembic.util import CommandError
 
-        from ..errors import BadInput
+        from ..errors import EcmError
 
         script = directives[0]
         if len(script.upgrade_ops_list) != 1:
@@ -124,7 +124,7 @@ class Rewrite:
             return
         try:
             outcome = _plan(context, script, upgrade_ops)
-        except BadInput as exc:
+        except EcmError as exc:  # bad input, a precheck that found duplicates or orphans, …
             raise CommandError(f"expandcontract: {exc}") from None
         from .classify import apply
         from .flow import summary_lines
