@@ -743,15 +743,25 @@ class _Sorter:
 
     # -- indexes and constraints
     def _needs_new(self, table: TableKey, columns: Iterable[str], what: str, op: Any) -> bool:
-        new = self._new_columns(table) & set(columns)
-        if new:
+        wanted = set(columns)
+        renamed = self.renames.new_columns(table) & wanted
+        added = set(self.diff.added.get(table, {})) & wanted - renamed
+        if renamed:
             self._decide(
                 "deferred",
                 what,
-                f"needs column(s) {', '.join(sorted(new))} this revision adds: run autogenerate again once it ran",
+                f"on {', '.join(sorted(renamed))}, which a rename plan creates with the old column's indexes and "
+                "constraints; whatever still differs shows after its contract",
                 op,
             )
-        return bool(new)
+        elif added:
+            self._decide(
+                "deferred",
+                what,
+                f"needs column(s) {', '.join(sorted(added))} this revision adds: run autogenerate again once it ran",
+                op,
+            )
+        return bool(renamed or added)
 
     def _create_index(self, table: TableKey, op: Any) -> None:
         index = op.to_index()
@@ -803,7 +813,7 @@ class _Sorter:
         )
 
     def _create_unique(self, table: TableKey, op: Any) -> None:
-        what = f"add unique constraint {op.constraint_name} on {qualified_key(*table)}"
+        what = f"add unique constraint {op.constraint_name or '(unnamed)'} on {qualified_key(*table)}"
         if self._needs_new(table, op.columns, what, op):
             return None
         self._plan(
