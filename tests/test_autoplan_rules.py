@@ -178,3 +178,34 @@ def test_a_refusal_writes_nothing_and_changes_nothing(tmp_path: Path, database_u
     assert not (project.root / "migrations" / "contracts").exists()
     with project.connect() as conn:
         assert columns(conn, "accounts") == before_columns
+
+
+def test_a_chained_hook_that_fails_takes_the_plans_with_it(tmp_path: Path, database_url: str) -> None:
+    project = project_with_hook(tmp_path, database_url)
+    env_py = project.root / "migrations" / "env.py"
+    env_py.write_text(
+        env_py.read_text().replace(
+            ENV_LINE,
+            "process_revision_directives=expandcontract.autogen.rewrite.chain(models.refuse),",
+        )
+    )
+    with (project.root / "models.py").open("a") as f:
+        f.write('\nsa.Table("tags", metadata, sa.Column("id", sa.Integer, primary_key=True))\n')  # kept
+        f.write(
+            "\n\ndef refuse(context, revision, directives):\n    raise RuntimeError('the project says no')\n"
+        )
+    before = set(project.versions())
+    result = project.alembic(
+        "-x",
+        "ecm-rename=accounts.name:full_name",
+        "revision",
+        "--autogenerate",
+        "-m",
+        "v2",
+        env={"MODELS": "2"},
+    )
+    assert result.returncode != 0
+    assert "the project says no" in result.stderr
+    assert "wrote expand" in result.stderr  # the plans had been written ...
+    assert set(project.versions()) == before  # ... and are gone again
+    assert not list((project.root / "migrations" / "contracts" / "versions").glob("*.py"))

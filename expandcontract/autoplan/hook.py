@@ -95,12 +95,19 @@ class Rewrite:
         return Rewrite(self._chained, checks=True)
 
     def __call__(self, context: Any, revision: Any, directives: list[Any]) -> None:
-        if directives and not _off(context):
-            self._rewrite(context, directives)
-        for other in self._chained:
-            other(context, revision, directives)
+        written = self._rewrite(context, directives) if directives and not _off(context) else []
+        try:
+            for other in self._chained:
+                if not directives:  # everything became plans: no revision left to hand on
+                    break
+                other(context, revision, directives)
+        except BaseException:
+            for path in written:  # the command fails: leave no plan behind without its revision
+                path.unlink(missing_ok=True)
+            raise
 
-    def _rewrite(self, context: Any, directives: list[Any]) -> None:
+    def _rewrite(self, context: Any, directives: list[Any]) -> list[Path]:
+        """Sort the revision's operations; the plan files written."""
         from alembic.util import CommandError
 
         from ..errors import EcmError
@@ -112,16 +119,16 @@ class Rewrite:
                 "(run `ecm plan auto` against each database instead)",
                 file=sys.stderr,
             )
-            return
+            return []
         upgrade_ops = script.upgrade_ops
         if context.connection is None:  # --sql: nothing was compared
-            return
+            return []
         if self._checks:
             from .checks import compare_checks
 
             compare_checks(context, context.opts.get("target_metadata"), upgrade_ops)
         if upgrade_ops.is_empty():
-            return
+            return []
         try:
             outcome = _plan(context, script, upgrade_ops)
         except EcmError as exc:  # bad input, a precheck that found duplicates or orphans, …
@@ -155,6 +162,7 @@ class Rewrite:
         if upgrade_ops.is_empty() and outcome.authored:
             directives[:] = []  # everything became plans: no empty revision
             print("  (nothing safe was left: no revision file of Alembic's own)", file=sys.stderr)
+        return [Path(f["path"]) for _, a in outcome.authored for f in a.files]
 
 
 #: What the kept statements wait for a lock at most: a plain revision has no retries, so failing
