@@ -567,6 +567,39 @@ def test_rename_to_with_the_default_cast(tmp_path: Path, database_url: str, db: 
     assert type_of(db, "code_num") == "integer" and "code" not in columns(db, "items")
 
 
+def test_rename_to_a_shorter_varchar_never_cuts_a_value_short(
+    tmp_path: Path, database_url: str, db: DB
+) -> None:
+    """varchar(100) -> varchar(5): PostgreSQL's explicit cast truncates without a word, so a long value
+    would arrive shortened and verify as in step. It counts as not convertible instead (found through
+    autogenerate: a rename to a narrower column)."""
+    project = new_project(
+        tmp_path,
+        database_url,
+        db,
+        "CREATE TABLE items (id bigint PRIMARY KEY, code varchar(100));"
+        "INSERT INTO items SELECT g, CASE WHEN g % 100 = 0 THEN repeat('x', 80) ELSE 'c' || g END "
+        "FROM generate_series(1, 300) g;",
+    )
+    doc = plan(project, "items", "code", "varchar(5)", "--rename-to", "short")
+    ok(project, "upgrade", "--phase", "backfill")
+    db.execute("INSERT INTO items (id, code) VALUES (1001, 'toolong')")
+    assert rows(db, "SELECT short FROM items WHERE id IN (1, 100, 1001) ORDER BY id") == [
+        ("c1",),
+        (None,),
+        (None,),
+    ]
+    verify = project.ecm("verify", doc["plan_id"])
+    assert verify.returncode == 1
+    assert error_lines(verify.stderr) == [
+        f"ecm: error: verify {doc['plan_id']}: 4 rows of public.items hold a value of code that does not convert "
+        "to varchar(5) (first keys: id=100, id=200, id=300, id=1001)"
+    ]
+    db.execute("UPDATE items SET code = 'ok' WHERE id IN (100, 200, 300, 1001)")
+    ok(project, "upgrade")
+    assert type_of(db, "short") == "character varying(5)" and "code" not in columns(db, "items")
+
+
 # -- unique columns -----------------------------------------------------------------------------------
 
 UNIQUE = """

@@ -172,7 +172,8 @@ def _table_of(op: Any) -> TableKey:
 
 
 def _types_compatible(old: str | None, new: str | None) -> bool:
-    """A rename candidate's types: the same, or one the other widens into (unknown: ask)."""
+    """A rename candidate's types: the same, or one every old value fits in (a widening; unknown:
+    ask). A narrower type (varchar(100) -> varchar(50)) is no candidate: a rename would lose data."""
     from ..plan import types
 
     if old is None or new is None:
@@ -181,7 +182,7 @@ def _types_compatible(old: str | None, new: str | None) -> bool:
         a, b = types.parse(old), types.parse(new)
     except BadInput:
         return old == new
-    return a.same(b) or types.same_name(a, b) or a.base == b.base
+    return a.same(b) or types.same_name(a, b)
 
 
 def _same_type(old: str | None, new: str | None) -> bool:

@@ -78,6 +78,15 @@ def ask(question: Question, choices: Choices, console: Console) -> Choices:
 class Outcome:
     decisions: list[Decision]
     authored: list[tuple[Decision, Authored]] = field(default_factory=list)
+    undo: _Undo | None = None
+
+    def take_back(self) -> None:
+        """Remove what this run wrote (its plans, and a contract lineage it created)."""
+        for _, authored in self.authored:
+            for f in authored.files:
+                Path(f["path"]).unlink(missing_ok=True)
+        if self.undo is not None:
+            self.undo.restore()
 
     def to_json(self, dry_run: bool) -> dict[str, Any]:
         from ..revisions.authoring import document
@@ -118,6 +127,8 @@ def write_plans(
     head = app_head
     taken: set[str] = set()
     written: list[Path] = []
+    undo = _Undo.of(project)
+    outcome.undo = None if dry_run else undo
     try:
         for decision in result.plans:
             assert decision.op is not None
@@ -145,8 +156,39 @@ def write_plans(
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
+        undo.restore()
         raise
     return outcome
+
+
+@dataclass
+class _Undo:
+    """What the first contract plan of a run adds to a project (the contract lineage's folder and its
+    registration in the config), taken back when the run fails."""
+
+    project: Project | None
+    had_contracts: bool = True
+    configs: dict[Path, str] = field(default_factory=dict)
+    registered: str = ""
+
+    @classmethod
+    def of(cls, project: Project | None) -> _Undo:
+        if project is None:
+            return cls(None)
+        configs = {p: p.read_text() for p in (project.ini, project.toml) if p is not None and p.is_file()}
+        return cls(project, project.contracts_dir.exists(), configs, project.contracts_registered)
+
+    def restore(self) -> None:
+        if self.project is None:
+            return
+        if not self.had_contracts:
+            import shutil
+
+            shutil.rmtree(self.project.contracts_dir, ignore_errors=True)
+        for path, text in self.configs.items():
+            if path.read_text() != text:
+                path.write_text(text)
+        self.project.contracts_registered = self.registered
 
 
 def summary_lines(outcome: Outcome) -> list[str]:

@@ -30,7 +30,10 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .flow import Outcome
 
 Directives = Callable[[Any, Any, list[Any]], None]
 
@@ -95,19 +98,19 @@ class Rewrite:
         return Rewrite(self._chained, checks=True)
 
     def __call__(self, context: Any, revision: Any, directives: list[Any]) -> None:
-        written = self._rewrite(context, directives) if directives and not _off(context) else []
+        outcome = self._rewrite(context, directives) if directives and not _off(context) else None
         try:
             for other in self._chained:
                 if not directives:  # everything became plans: no revision left to hand on
                     break
                 other(context, revision, directives)
         except BaseException:
-            for path in written:  # the command fails: leave no plan behind without its revision
-                path.unlink(missing_ok=True)
+            if outcome is not None:  # the command fails: leave no plan behind without its revision
+                outcome.take_back()
             raise
 
-    def _rewrite(self, context: Any, directives: list[Any]) -> list[Path]:
-        """Sort the revision's operations; the plan files written."""
+    def _rewrite(self, context: Any, directives: list[Any]) -> Outcome | None:
+        """Sort the revision's operations; what was written (None: nothing to sort)."""
         from alembic.util import CommandError
 
         from ..errors import EcmError
@@ -119,16 +122,16 @@ class Rewrite:
                 "(run `ecm plan auto` against each database instead)",
                 file=sys.stderr,
             )
-            return []
+            return None
         upgrade_ops = script.upgrade_ops
         if context.connection is None:  # --sql: nothing was compared
-            return []
+            return None
         if self._checks:
             from .checks import compare_checks
 
             compare_checks(context, context.opts.get("target_metadata"), upgrade_ops)
         if upgrade_ops.is_empty():
-            return []
+            return None
         try:
             outcome = _plan(context, script, upgrade_ops)
         except EcmError as exc:  # bad input, a precheck that found duplicates or orphans, …
@@ -162,7 +165,7 @@ class Rewrite:
         if upgrade_ops.is_empty() and outcome.authored:
             directives[:] = []  # everything became plans: no empty revision
             print("  (nothing safe was left: no revision file of Alembic's own)", file=sys.stderr)
-        return [Path(f["path"]) for _, a in outcome.authored for f in a.files]
+        return outcome
 
 
 #: What the kept statements wait for a lock at most: a plain revision has no retries, so failing
@@ -189,7 +192,7 @@ def _lock_timeout_op() -> Any:
     return ops.ExecuteSQLOp(f"SET LOCAL lock_timeout = '{KEPT_LOCK_TIMEOUT}'")
 
 
-def _plan(context: Any, script: Any, upgrade_ops: Any) -> Any:
+def _plan(context: Any, script: Any, upgrade_ops: Any) -> Outcome:
     from rich.console import Console
 
     from ..db.engine import connect, own_engine

@@ -82,7 +82,7 @@ def auto(
     if metadata:
         from ..plan.from_metadata import load_metadata
 
-        models = load_metadata(metadata)
+        models = load_metadata(metadata, "--metadata")
     ops, compared = upgrade_ops(project, models, checks=checks, quiet=not common.verbose)
     interactive = sys.stdin.isatty() and not common.json_output
     given = choices

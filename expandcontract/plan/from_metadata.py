@@ -58,7 +58,7 @@ def _show(schema: str | None, name: str) -> str:
 # -- loading -------------------------------------------------------------------------------
 
 
-def load_metadata(spec: str) -> MetaData:
+def load_metadata(spec: str, option: str = "--from-metadata") -> MetaData:
     """Import ``module:attribute``; the attribute may be MetaData or anything with ``.metadata``.
 
     The current directory is put on ``sys.path`` first, because ``ecm`` runs as a
@@ -67,7 +67,7 @@ def load_metadata(spec: str) -> MetaData:
     """
     module_name, sep, attribute = spec.strip().partition(":")
     if not sep or not module_name or not attribute:
-        raise BadInput(f"--from-metadata expects module:attribute (e.g. app.models:Base), got {spec!r}")
+        raise BadInput(f"{option} expects module:attribute (e.g. app.models:Base), got {spec!r}")
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)

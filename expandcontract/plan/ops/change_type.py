@@ -241,7 +241,17 @@ def _cast(sql: str, source: types.PgType, target: types.PgType, target_sql: str)
     of whichever session writes the row."""
     if not (source.array or target.array) and {source.base, target.base} == {"timestamp", "timestamptz"}:
         return f"({sql} AT TIME ZONE 'UTC')::{target_sql}"
+    if _truncates(target):
+        # An explicit cast to varchar(n) / char(n) cuts a longer value short without a word; cast to
+        # text and let the conversion function's typed variable take it: an assignment checks the
+        # length and raises, so the value counts as not convertible instead of changing.
+        return f"{sql}::text{'[]' if target.array else ''}"
     return f"{sql}::{target_sql}"
+
+
+def _truncates(target: types.PgType) -> bool:
+    """An explicit cast to this type shortens a longer value silently (PostgreSQL's rule for length limits)."""
+    return target.builtin and target.base in ("varchar", "bpchar") and bool(target.mods)
 
 
 def _scans_in_place(facts: TableFacts, new: types.PgType) -> bool:
@@ -324,7 +334,12 @@ class _Planner(Builder):
         the conversion alone, so no write ever runs inside it)."""
         fn = qualified(self.s, name)
         if fallible:
-            body = f"BEGIN\n    RETURN {body_sql};\nEXCEPTION WHEN others THEN\n    RETURN NULL;\nEND"
+            # Assigned to a variable of the full type (length limits included) before it is returned:
+            # a function's declared result drops them, an assignment enforces them.
+            body = (
+                f"DECLARE\n    r {result};\nBEGIN\n    r := {body_sql};\n    RETURN r;\n"
+                "EXCEPTION WHEN others THEN\n    RETURN NULL;\nEND"
+            )
             d = _dollar(body)
             sql = f"CREATE OR REPLACE FUNCTION {fn}(v {arg_type}) RETURNS {result}\nLANGUAGE plpgsql STABLE AS {d}\n{body}\n{d}"
         else:
@@ -336,8 +351,8 @@ class _Planner(Builder):
         """``fails(v)``: whether the conversion raises for ``v``, which tells a value that does not
         convert from one that converts to NULL on purpose (``--using "nullif(…)"``)."""
         body = (
-            f"BEGIN\n    PERFORM {_conversion(self.up_sql(), self.c, 'v')};\n    RETURN false;\n"
-            "EXCEPTION WHEN others THEN\n    RETURN true;\nEND"
+            f"DECLARE\n    r {self.new_sql};\nBEGIN\n    r := {_conversion(self.up_sql(), self.c, 'v')};\n"
+            "    RETURN false;\nEXCEPTION WHEN others THEN\n    RETURN true;\nEND"
         )
         d = _dollar(body)
         sql = (
