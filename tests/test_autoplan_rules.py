@@ -209,3 +209,32 @@ def test_a_chained_hook_that_fails_takes_the_plans_with_it(tmp_path: Path, datab
     assert "wrote expand" in result.stderr  # the plans had been written ...
     assert set(project.versions()) == before  # ... and are gone again
     assert not list((project.root / "migrations" / "contracts" / "versions").glob("*.py"))
+
+
+def test_without_the_filter_the_hook_still_leaves_in_flight_plans_alone(
+    tmp_path: Path, database_url: str
+) -> None:
+    """env.py has the rewrite hook but not include_object: mid-flight, autogenerate sees the old
+    column of the rename and the plan's NOT NULL to come; the hook plans no drop of either."""
+    project = project_with_hook(tmp_path, database_url)
+    v2 = {"MODELS": "2"}
+    (project.root / "models.py").write_text(
+        textwrap.dedent(MODELS).replace("KEY = sa.BigInteger if V2 else sa.Integer", "KEY = sa.Integer")
+    )
+    first = project.alembic(
+        "-x", "ecm-rename=accounts.name:full_name", "revision", "--autogenerate", "-m", "v2", env=v2
+    )
+    assert first.returncode == 0, first.stderr
+    assert project.ecm("upgrade", "--phase", "backfill").returncode == 0
+    before = set(project.versions())
+    mid = project.alembic("revision", "--autogenerate", "-m", "mid", env=v2)
+    assert mid.returncode == 0, mid.stderr
+    assert (
+        "covered   DropColumn accounts.name: plan rename_accounts_name_full_name is in flight" in mid.stderr
+    )
+    assert "include_object=expandcontract.autogen.include_object" in mid.stderr
+    written = set(project.versions()) - before
+    assert all("_ecm_" not in p.name for p in written), written
+    for path in written:
+        body = path.read_text().split("def upgrade()")[1].split("def downgrade()")[0]
+        assert "op.drop_column" not in body and "op.alter_column" not in body

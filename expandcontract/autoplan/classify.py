@@ -29,7 +29,7 @@ The rules, one per Alembic operation (docs/autogenerate.md has the table):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -207,7 +207,7 @@ class _Diff:
     altered: dict[tuple[TableKey, str], Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, upgrade_ops: UpgradeOps) -> _Diff:
+    def of(cls, upgrade_ops: UpgradeOps, owner: Owner | None = None) -> _Diff:
         from alembic.operations import ops
 
         diff = cls()
@@ -217,9 +217,11 @@ class _Diff:
             elif isinstance(op, ops.DropTableOp):
                 diff.dropped[_table_of(op)] = op
             elif isinstance(op, ops.AddColumnOp) and table is not None:
-                diff.added.setdefault(table, {})[op.column.name] = op
+                if owner is None or owner(table, frozenset({op.column.name})) is None:
+                    diff.added.setdefault(table, {})[op.column.name] = op
             elif isinstance(op, ops.DropColumnOp) and table is not None:
-                diff.removed.setdefault(table, {})[op.column_name] = op
+                if owner is None or owner(table, frozenset({op.column_name})) is None:
+                    diff.removed.setdefault(table, {})[op.column_name] = op
             elif isinstance(op, ops.AlterColumnOp) and table is not None:
                 diff.altered[(table, op.column_name)] = op
         return diff
@@ -338,17 +340,25 @@ def _resolve_renames(diff: _Diff, choices: Choices) -> _Renames:
 # -- the decisions ------------------------------------------------------------------------------
 
 
-def classify(upgrade_ops: UpgradeOps, choices: Choices | None = None, metadata: Any = None) -> Result:
+#: Which in-flight plan owns these columns of a table (None: no plan); "*" stands for the table.
+Owner = Callable[[TableKey, frozenset[str]], "str | None"]
+
+
+def classify(
+    upgrade_ops: UpgradeOps, choices: Choices | None = None, metadata: Any = None, owner: Owner | None = None
+) -> Result:
     """Sort every difference; questions left open mean nothing may be written yet.
 
     ``metadata`` (the models compared) tells primary keys and the foreign keys that reference
     them: an integer key widened to bigint is a ``bigint-key`` plan, which also widens the
-    columns referencing it.
+    columns referencing it. ``owner`` names the in-flight plan that owns what an operation
+    touches: such an operation is that plan's business until its contract (the hook passes it
+    when env.py lacks the ``include_object`` filter that would have hidden it).
     """
     choices = choices or Choices()
-    diff = _Diff.of(upgrade_ops)
+    diff = _Diff.of(upgrade_ops, owner)
     renames = _resolve_renames(diff, choices)
-    sorter = _Sorter(diff, renames, choices, _Keys.of(metadata))
+    sorter = _Sorter(diff, renames, choices, _Keys.of(metadata), owner)
     for table, op in _flatten(upgrade_ops):
         sorter.add(table, op)
     return Result(sorter.decisions, renames.questions + sorter.questions)
@@ -384,9 +394,17 @@ _TO_BIGINT = {("int4", "int8"), ("int2", "int8")}
 
 
 class _Sorter:
-    def __init__(self, diff: _Diff, renames: _Renames, choices: Choices, keys: _Keys | None = None) -> None:
+    def __init__(
+        self,
+        diff: _Diff,
+        renames: _Renames,
+        choices: Choices,
+        keys: _Keys | None = None,
+        owner: Owner | None = None,
+    ) -> None:
         self.diff, self.renames, self.choices = diff, renames, choices
         self.keys = keys or _Keys()
+        self.owner = owner
         self.decisions: list[Decision] = []
         self.questions: list[Question] = []
         self.renamed_into = renames.renamed_into()
@@ -406,6 +424,15 @@ class _Sorter:
     def add(self, table: TableKey | None, op: Any) -> None:
         from alembic.operations import ops
 
+        owned = self._owned(table, op)
+        if owned is not None:
+            return self._decide(
+                "covered",
+                _describe(op, qualified_key(*(table or _table_of(op)))),
+                f"plan {owned} is in flight on it; its contract decides (add "
+                "include_object=expandcontract.autogen.include_object to env.py to keep it out of the diff)",
+                op,
+            )
         if table is None:
             if isinstance(op, ops.CreateTableOp):
                 return self._create_table(op)
@@ -442,6 +469,14 @@ class _Sorter:
         if handler is None:
             return self._decide("alembic", _describe(op, name), "not a change ecm plans; kept as written", op)
         return handler(table, op)
+
+    def _owned(self, table: TableKey | None, op: Any) -> str | None:
+        if self.owner is None:
+            return None
+        if table is None:
+            return self.owner(_table_of(op), frozenset({"*"})) if hasattr(op, "table_name") else None
+        columns = set(_columns_of(op))
+        return self.owner(table, frozenset(columns)) if columns else None
 
     # -- tables
     def _create_table(self, op: Any) -> None:
@@ -909,6 +944,28 @@ class _Sorter:
         if op.constraint_type == "unique":
             why += "; code that relies on it (ON CONFLICT on these columns) breaks once it is gone"
         self._decide("alembic", what, why, op)
+
+
+def _columns_of(op: Any) -> list[str]:
+    """The columns of its table an operation adds, drops, alters or covers."""
+    from alembic.operations import ops
+
+    if isinstance(op, ops.AddColumnOp):
+        return [op.column.name]
+    if isinstance(op, (ops.DropColumnOp, ops.AlterColumnOp)):
+        return [op.column_name]
+    if isinstance(op, ops.CreateIndexOp):
+        return [c.name for c in op.to_index().columns]
+    if isinstance(op, (ops.CreateUniqueConstraintOp,)):
+        return [str(c) for c in op.columns]
+    if isinstance(op, ops.CreateForeignKeyOp):
+        return [str(c) for c in op.local_cols]
+    reverse = getattr(op, "_reverse", None)
+    if isinstance(op, ops.DropIndexOp) and reverse is not None:
+        return [c.name for c in reverse.to_index().columns]
+    if isinstance(op, ops.DropConstraintOp) and reverse is not None:
+        return _columns_of(reverse)
+    return []
 
 
 def _describe(op: Any, table: str) -> str:

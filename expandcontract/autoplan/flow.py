@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput
-from .classify import Choices, Decision, Question, Result, classify
+from .classify import Choices, Decision, Owner, Question, Result, classify
 
 if TYPE_CHECKING:
     from alembic.operations.ops import UpgradeOps
@@ -30,10 +30,11 @@ def decide(
     console: Console | None,
     how: Callable[[Question], str],
     metadata: Any = None,
+    owner: Owner | None = None,
 ) -> tuple[Result, Choices]:
     """Classify; ask the open questions on a terminal (``console``), else refuse naming them."""
     while True:
-        result = classify(upgrade_ops, choices, metadata)
+        result = classify(upgrade_ops, choices, metadata, owner)
         if not result.questions:
             break
         if console is None:

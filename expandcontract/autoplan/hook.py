@@ -207,6 +207,7 @@ def _plan(context: Any, script: Any, upgrade_ops: Any) -> Outcome:
         console=Console(stderr=True) if interactive else None,
         how=_how,
         metadata=context.opts.get("target_metadata"),
+        owner=_in_flight_owner(context),
     )
     if all(d.action == "alembic" for d in result.decisions):
         from .flow import Outcome
@@ -231,6 +232,35 @@ def _plan(context: Any, script: Any, upgrade_ops: Any) -> Outcome:
         )
     finally:
         engine.dispose()
+
+
+def _in_flight_owner(context: Any) -> Any:
+    """Which in-flight plan owns a table's columns, read once from the database being compared.
+
+    With ``include_object=expandcontract.autogen.include_object`` in env.py those objects never
+    reach the diff; without it, this keeps the hook from planning a drop of what a plan still needs
+    (the old column of a rename, a shadow column).
+    """
+    from ..autogen import in_flight
+
+    try:
+        heads = context.get_current_heads()
+    except Exception:
+        heads = None
+    state = in_flight(context.connection, context.script, current_heads=heads)
+    if not state.plans:
+        return None
+
+    def owner(table: tuple[str | None, str], columns: frozenset[str]) -> str | None:
+        schema = table[0] or state.default_schema
+        for plan in state.plans:
+            if "*" in columns and (schema, table[1]) in plan.columns:
+                return plan.plan_id
+            if any(plan.owns_column(schema, table[1], c) for c in columns - {"*"}):
+                return plan.plan_id
+        return None
+
+    return owner
 
 
 def _how(question: Any) -> str:
