@@ -8,6 +8,8 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from .project import Project, columns, make_project
 
 ENV_LINE = "process_revision_directives=expandcontract.autogen.rewrite,"
@@ -91,6 +93,7 @@ def test_widened_key_is_one_bigint_key_plan_and_nothing_is_left(tmp_path: Path, 
     assert json.loads(again.stdout)["decisions"] == []
 
 
+@pytest.mark.server_independent
 def test_constraints_of_a_renamed_column_go_with_the_rename(tmp_path: Path, database_url: str) -> None:
     project = project_with_hook(tmp_path, database_url)
     (project.root / "models.py").write_text(
@@ -119,6 +122,7 @@ def test_constraints_of_a_renamed_column_go_with_the_rename(tmp_path: Path, data
     assert all("_ecm_" in n for n in written), written
 
 
+@pytest.mark.server_independent
 def test_the_revision_the_hook_leaves_is_lint_clean(tmp_path: Path, database_url: str) -> None:
     project = project_with_hook(tmp_path, database_url)
     extra = (
@@ -149,6 +153,7 @@ def test_the_revision_the_hook_leaves_is_lint_clean(tmp_path: Path, database_url
         assert "nickname" not in columns(conn, "accounts")
 
 
+@pytest.mark.server_independent
 def test_a_refusal_writes_nothing_and_changes_nothing(tmp_path: Path, database_url: str) -> None:
     project = project_with_hook(tmp_path, database_url)
     (project.root / "models.py").write_text(
@@ -180,6 +185,7 @@ def test_a_refusal_writes_nothing_and_changes_nothing(tmp_path: Path, database_u
         assert columns(conn, "accounts") == before_columns
 
 
+@pytest.mark.server_independent
 def test_a_chained_hook_that_fails_takes_the_plans_with_it(tmp_path: Path, database_url: str) -> None:
     project = project_with_hook(tmp_path, database_url)
     env_py = project.root / "migrations" / "env.py"
@@ -211,6 +217,7 @@ def test_a_chained_hook_that_fails_takes_the_plans_with_it(tmp_path: Path, datab
     assert not list((project.root / "migrations" / "contracts" / "versions").glob("*.py"))
 
 
+@pytest.mark.server_independent
 def test_without_the_filter_the_hook_still_leaves_in_flight_plans_alone(
     tmp_path: Path, database_url: str
 ) -> None:
