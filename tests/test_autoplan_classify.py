@@ -7,6 +7,7 @@ way autogenerate builds them.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -185,7 +186,7 @@ def test_indexes_and_constraints_on_existing_and_new_columns() -> None:
     ]
     add_index = result.plans[0].op
     assert add_index is not None
-    assert (add_index.unique, add_index.where_sql) == (True, "users.email IS NOT NULL")  # type: ignore[attr-defined]
+    assert (add_index.unique, add_index.where_sql) == (True, "email IS NOT NULL")  # type: ignore[attr-defined]
     fk = result.plans[2].op
     assert fk is not None and (fk.references, fk.on_delete) == ("orgs(id)", "CASCADE")  # type: ignore[attr-defined]
 
@@ -277,3 +278,100 @@ def test_an_answer_about_nothing_is_bad_input() -> None:
     upgrade = modify(ops.AddColumnOp("users", sa.Column("nick", sa.Text, nullable=True)))
     with pytest.raises(BadInput, match=re.escape("--rename users.name:full_name")):
         classify(upgrade, Choices.parse(renames=["users.name:full_name"]))
+
+
+# -- found in review: what must not be planned as it stands -------------------------------------------
+
+
+def test_ops_on_the_new_name_of_a_renamed_table_wait_for_the_rename() -> None:
+    old = sa.Table(
+        "users", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), sa.Column("email", sa.Text)
+    )
+    new = sa.Table(
+        "people", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), sa.Column("email", sa.Text)
+    )
+    index = sa.Index("ix_people_email", new.c.email)
+    upgrade = ops.UpgradeOps(
+        ops=[
+            ops.CreateTableOp.from_table(new),
+            ops.ModifyTableOps("people", [ops.CreateIndexOp.from_index(index)]),
+            ops.DropTableOp.from_table(old),
+        ]
+    )
+    result = classify(upgrade, Choices.parse(renames=["users:people"]))
+    assert [(d.action, d.op.kind if d.op else None) for d in result.decisions] == [
+        ("covered", None),
+        ("deferred", None),  # not kept: people does not exist before the rename's expand
+        ("plan", "rename-table"),
+    ]
+    apply(upgrade, result.decisions)
+    assert upgrade.ops == []
+
+
+def test_an_explicit_table_rename_to_other_columns_defers_the_difference() -> None:
+    old = sa.Table("users", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
+    new = sa.Table(
+        "people", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), sa.Column("x", sa.Text)
+    )
+    upgrade = ops.UpgradeOps(ops=[ops.CreateTableOp.from_table(new), ops.DropTableOp.from_table(old)])
+    decisions = classify(upgrade, Choices.parse(renames=["users:people"])).decisions
+    assert decisions[0].action == "deferred" and "columns differ" in decisions[0].why
+
+
+def test_a_default_changed_with_the_type_waits_for_the_type_change() -> None:
+    alter = ops.AlterColumnOp(
+        "users",
+        "score",
+        existing_type=sa.Integer(),
+        modify_type=sa.BigInteger(),
+        modify_server_default=sa.DefaultClause("7"),
+        modify_comment="points",
+    )
+    upgrade = modify(alter)
+    result = classify(upgrade)
+    assert [(d.action, d.op.kind if d.op else None) for d in result.decisions] == [
+        ("deferred", None),
+        ("plan", "change-type"),
+    ]
+    apply(upgrade, result.decisions)
+    assert upgrade.ops == []  # nothing of the alter is kept: the swap would undo it
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda t: sa.Index("ix", t.c.email.desc()), "sort order"),
+        (
+            lambda t: sa.Index(
+                "ix", t.c.email, postgresql_using="gin", postgresql_ops={"email": "gin_trgm_ops"}
+            ),
+            "operator classes",
+        ),
+        (lambda t: sa.Index("ix", sa.func.lower(t.c.email), t.c.name), "column key after an expression"),
+        (lambda t: sa.Index("ix", t.c.email, postgresql_with={"fillfactor": 70}), "storage parameters"),
+    ],
+)
+def test_indexes_add_index_cannot_build_are_refused(make: Any, fragment: str) -> None:
+    table = users_table(sa.Column("email", sa.Text))
+    (decision,) = classify(modify(ops.CreateIndexOp.from_index(make(table)))).decisions
+    assert decision.action == "refused" and fragment in decision.why and "ecm plan custom" in decision.why
+
+
+def test_expression_indexes_name_bare_columns() -> None:
+    table = users_table(sa.Column("Email", sa.Text))
+    index = sa.Index("ix_lower", sa.func.lower(table.c.Email), postgresql_where=table.c.Email.isnot(None))
+    (decision,) = classify(modify(ops.CreateIndexOp.from_index(index))).decisions
+    assert decision.op is not None
+    assert (decision.op.columns, decision.op.expression, decision.op.where_sql) == (  # type: ignore[attr-defined]
+        (),
+        'lower("Email")',
+        '"Email" IS NOT NULL',
+    )
+
+
+def test_a_deferrable_foreign_key_is_refused() -> None:
+    fk = ops.CreateForeignKeyOp(
+        "fk", "users", "orgs", ["org_id"], ["id"], deferrable=True, initially="DEFERRED"
+    )
+    (decision,) = classify(modify(fk)).decisions
+    assert decision.action == "refused" and "DEFERRABLE" in decision.why

@@ -245,3 +245,20 @@ def test_without_the_filter_the_hook_still_leaves_in_flight_plans_alone(
     for path in written:
         body = path.read_text().split("def upgrade()")[1].split("def downgrade()")[0]
         assert "op.drop_column" not in body and "op.alter_column" not in body
+
+
+@pytest.mark.server_independent
+def test_alembic_check_reports_and_writes_nothing(tmp_path: Path, database_url: str) -> None:
+    """`alembic check` runs the hook on a revision it never writes: plans chained after it would
+    break the graph. It writes nothing and still reports every difference."""
+    project = project_with_hook(tmp_path, database_url)
+    before = set(project.versions())
+    ini = (project.root / "alembic.ini").read_text()
+    check = project.alembic("check", env={"MODELS": "2"})
+    assert check.returncode != 0
+    assert "New upgrade operations detected" in check.stderr + check.stdout
+    assert set(project.versions()) == before
+    assert not (project.root / "migrations" / "contracts").exists()
+    assert (project.root / "alembic.ini").read_text() == ini
+    heads = project.alembic("heads")
+    assert heads.returncode == 0, heads.stderr

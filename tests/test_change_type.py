@@ -600,6 +600,30 @@ def test_rename_to_a_shorter_varchar_never_cuts_a_value_short(
     assert type_of(db, "short") == "character varying(5)" and "code" not in columns(db, "items")
 
 
+def test_rename_to_a_wider_type_keeps_what_only_the_new_column_can_hold(
+    tmp_path: Path, database_url: str, db: DB
+) -> None:
+    """varchar(10) -> text --rename-to: new code writes 20 characters. Old code's NOT NULL column shows
+    them shortened (never NULL, which would fail new code's insert), and a later UPDATE of another
+    column never recomputes the new column from the shortened old one."""
+    project = new_project(
+        tmp_path,
+        database_url,
+        db,
+        "CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name varchar(10) NOT NULL, "
+        "other int); INSERT INTO items (name) SELECT 'n' || g FROM generate_series(1, 50) g;",
+    )
+    plan(project, "items", "name", "text", "--rename-to", "full_name")
+    ok(project, "upgrade", "--phase", "expand")
+    long = "y" * 20
+    db.execute(f"INSERT INTO items (full_name) VALUES ('{long}')")
+    assert rows(db, "SELECT name, full_name FROM items WHERE id = 51") == [("y" * 10, long)]
+    db.execute("UPDATE items SET other = 2 WHERE id = 51")
+    assert rows(db, "SELECT name, full_name FROM items WHERE id = 51") == [("y" * 10, long)]
+    db.execute("UPDATE items SET other = 3 WHERE id = 1")
+    assert rows(db, "SELECT full_name FROM items WHERE id = 1") == [("n1",)]
+
+
 # -- unique columns -----------------------------------------------------------------------------------
 
 UNIQUE = """

@@ -441,6 +441,14 @@ class _Sorter:
             what = type(op).__name__
             return self._decide("alembic", what, "not a change ecm plans; kept as autogenerate wrote it", op)
         name = qualified_key(*table)
+        if table in self.renamed_into:  # before "created": the table exists only once the rename ran
+            return self._decide(
+                "deferred",
+                _describe(op, name),
+                f"{name} is the new name of a table being renamed (its indexes and constraints follow it): "
+                "whatever still differs shows when autogenerate runs again after its expand",
+                op,
+            )
         if table in self.diff.created:
             return self._decide(
                 "alembic", _describe(op, name), f"on the new table {name}: nothing reads it yet", op
@@ -448,13 +456,6 @@ class _Sorter:
         if table in self.diff.dropped:
             verb = "rename-table" if table in self.renames.tables else "drop-table"
             return self._decide("covered", _describe(op, name), f"the {verb} plan for {name} handles it", op)
-        if table in self.renamed_into:
-            return self._decide(
-                "deferred",
-                _describe(op, name),
-                f"{name} is the new name of a table being renamed: run autogenerate again after its expand",
-                op,
-            )
         handler = {
             ops.AddColumnOp: self._add_column,
             ops.DropColumnOp: self._drop_column,
@@ -483,7 +484,16 @@ class _Sorter:
         key = _table_of(op)
         name = qualified_key(*key)
         if key in self.renamed_into:
-            old = qualified_key(*self.renamed_into[key])
+            old_key = self.renamed_into[key]
+            old = qualified_key(*old_key)
+            if _table_columns(op).keys() != _table_columns(self.diff.dropped[old_key]).keys():
+                return self._decide(
+                    "deferred",
+                    f"create table {name}",
+                    f"the rename-table plan {old} -> {key[1]} renames it; its columns differ from {old}'s: "
+                    "run autogenerate again after the rename's expand for the difference",
+                    op,
+                )
             return self._decide(
                 "covered", f"create table {name}", f"the rename-table plan {old} -> {key[1]}", op
             )
@@ -636,6 +646,19 @@ class _Sorter:
             return self._decide("alembic", f"alter column {name}", _safe_alter(op), op)
         keep = _without(op, type_=changes_type, not_null=sets_not_null)
         source = [op]
+        if changes_type and keep is not None:
+            # A type change may swap a shadow column in at its contract, which re-creates the column's
+            # default and comment as the plan read them: a change made beside it would be lost.
+            self.decisions.append(
+                Decision(
+                    "deferred",
+                    f"default/comment of {name}",
+                    "changed with its type: run autogenerate again after the type change's contract",
+                    None,
+                    [],
+                )
+            )
+            keep = None
         if changes_type:
             old, new = pg_type(op.existing_type), pg_type(op.modify_type)
             what = f"change type of {name} ({old or '?'} -> {new or '?'})"
@@ -800,21 +823,41 @@ class _Sorter:
         return bool(renamed or added)
 
     def _create_index(self, table: TableKey, op: Any) -> None:
+        from sqlalchemy import Column
+        from sqlalchemy.sql.elements import UnaryExpression
+
         index = op.to_index()
         name = qualified_key(*table)
         what = f"create index {op.index_name} on {name}"
-        columns = [c.name for c in index.columns]
-        if self._needs_new(table, columns, what, op):
+        if self._needs_new(table, [c.name for c in index.columns], what, op):
             return None
-        expressions = [e for e in index.expressions if not hasattr(e, "table") or e.name not in columns]
+        columns: list[str] = []
+        expressions: list[Any] = []
+        for element in index.expressions:
+            if isinstance(element, Column) and not expressions:
+                columns.append(element.name)
+            elif isinstance(element, UnaryExpression) and element.modifier is not None:
+                return self._refuse_index(what, "a key with a sort order (ASC/DESC, NULLS FIRST/LAST)", op)
+            elif isinstance(element, Column) or expressions:
+                return self._refuse_index(
+                    what, "a column key after an expression key, or two expressions", op
+                )
+            else:
+                expressions.append(element)
         pg = index.dialect_options["postgresql"]
-        where = pg.get("where")
-        include = pg.get("include") or ()
-        using = pg.get("using")
-        if len(expressions) > 1:
-            return self._decide(
-                "refused", what, "more than one expression key: plan it with ecm plan custom", op
+        unsupported = [
+            label
+            for key, label in (
+                ("ops", "operator classes (postgresql_ops)"),
+                ("with", "storage parameters (postgresql_with)"),
+                ("tablespace", "a tablespace"),
+                ("nulls_not_distinct", "NULLS NOT DISTINCT"),
             )
+            if pg.get(key)
+        ]
+        if unsupported:
+            return self._refuse_index(what, ", ".join(unsupported), op)
+        where, include, using = pg.get("where"), pg.get("include") or (), pg.get("using")
         return self._plan(
             "add-index",
             what,
@@ -829,6 +872,15 @@ class _Sorter:
             using=str(using) if using else None,
             include=tuple(str(getattr(c, "name", c)) for c in include),
             expression=expression(expressions[0]) if expressions else None,
+        )
+
+    def _refuse_index(self, what: str, feature: str, op: Any) -> None:
+        self._decide(
+            "refused",
+            what,
+            f"{feature}: ecm plan add-index cannot build that; create it with `ecm plan custom` "
+            "(CREATE INDEX CONCURRENTLY in its expand file) and leave it out of this revision",
+            op,
         )
 
     def _drop_index(self, table: TableKey, op: Any) -> None:
@@ -887,6 +939,15 @@ class _Sorter:
                 "deferred",
                 what,
                 f"references {op.referent_table}, which this revision creates: run again once it ran",
+                op,
+            )
+        options = [o for o in ("deferrable", "initially", "match") if op.kw.get(o)]
+        if options:
+            return self._decide(
+                "refused",
+                what,
+                f"{', '.join(options).upper()}: ecm plan add-foreign-key builds immediate keys only; add it with "
+                "`ecm plan custom` (NOT VALID in the expand, VALIDATE in the contract)",
                 op,
             )
         references = f"{qualified(ref_schema, op.referent_table)}({', '.join(q(c) for c in op.remote_cols)})"

@@ -82,6 +82,22 @@ def _off(context: Any) -> bool:
     return any(v.strip().lower() in ("off", "0", "false", "no") for v in values)
 
 
+def _alembic_command() -> str | None:
+    """The ``alembic.command`` function running now (``revision``, ``check``, …), None outside one.
+
+    ``alembic check`` (and ``flask db check``) runs the same hook on a revision it never writes:
+    plans chained after it would point at a revision that does not exist. Only ``revision``
+    writes; ``check`` then reports every difference, unsafe ones included, as it should.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_filename.replace(os.sep, "/").endswith("alembic/command.py"):
+            return code.co_name
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
 class Rewrite:
     """The ``process_revision_directives`` hook (see the module docstring)."""
 
@@ -98,7 +114,8 @@ class Rewrite:
         return Rewrite(self._chained, checks=True)
 
     def __call__(self, context: Any, revision: Any, directives: list[Any]) -> None:
-        outcome = self._rewrite(context, directives) if directives and not _off(context) else None
+        acts = directives and not _off(context) and _alembic_command() in (None, "revision")
+        outcome = self._rewrite(context, directives) if acts else None
         try:
             for other in self._chained:
                 if not directives:  # everything became plans: no revision left to hand on

@@ -36,7 +36,10 @@ def expression(element: Any) -> str:
         return element
     if isinstance(element, TextClause):
         return element.text
-    return str(element.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True}))
+    # Bare column names (no "users." in front): the options these go to read them on the table itself.
+    return str(
+        element.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True, "include_table": False})
+    )
 
 
 def server_default(default: Any) -> str | None:

@@ -235,13 +235,15 @@ def _dollar(body: str, tag: str = "ecm") -> str:
 _INTEGER_SIZES = {"int2": 2, "int4": 4, "int8": 8}
 
 
-def _cast(sql: str, source: types.PgType, target: types.PgType, target_sql: str) -> str:
+def _cast(
+    sql: str, source: types.PgType, target: types.PgType, target_sql: str, *, exact: bool = True
+) -> str:
     """``sql`` (of type ``source``) as ``target``: a cast, except between timestamp and timestamptz,
     where the wall clock is read as UTC, as the in-place change reads it, and not in the TimeZone
     of whichever session writes the row."""
     if not (source.array or target.array) and {source.base, target.base} == {"timestamp", "timestamptz"}:
         return f"({sql} AT TIME ZONE 'UTC')::{target_sql}"
-    if _truncates(target):
+    if exact and _truncates(target):
         # An explicit cast to varchar(n) / char(n) cuts a longer value short without a word; cast to
         # text and let the conversion function's typed variable take it: an assignment checks the
         # length and raises, so the value counts as not convertible instead of changing.
@@ -325,7 +327,12 @@ class _Planner(Builder):
         return self.op.using or _cast(q(self.c), self.old_type, self.new_type, self.new_sql)
 
     def down_sql(self) -> str:
-        return self.op.down or _cast(q(self.shadow), self.new_type, self.old_type, self.col.type_sql)
+        # Not exact: the old column is old code's view until the contract drops it; a value too long
+        # for it is shown shortened rather than as NULL (which a NOT NULL old column would refuse,
+        # failing new code's write). The new column keeps the whole value.
+        return self.op.down or _cast(
+            q(self.shadow), self.new_type, self.old_type, self.col.type_sql, exact=False
+        )
 
     def conversion_function(
         self, name: str, arg_type: str, result: str, body_sql: str, fallible: bool
@@ -430,7 +437,9 @@ class _Planner(Builder):
                 f"    ELSIF NEW.{o} IS DISTINCT FROM OLD.{o} AND NEW.{n} IS NOT DISTINCT FROM OLD.{n} THEN\n"
                 f"        NEW.{n} := {up};\n"
                 f"    ELSIF NEW.{n} IS DISTINCT FROM OLD.{n} THEN\n        NEW.{o} := {down};\n"
-                f"    ELSE\n        NEW.{n} := {up};\n    END IF;\n"
+                # Neither written: convert a row the backfill has not reached, never recompute the new
+                # column from the old (it may hold what the old type cannot: recomputing would lose it).
+                f"    ELSIF NEW.{n} IS NULL THEN\n        NEW.{n} := {up};\n    END IF;\n"
             )
         body = f"BEGIN\n{body}    RETURN NEW;\nEND"
         d = _dollar(body)
