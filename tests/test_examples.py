@@ -347,7 +347,9 @@ def test_autogenerate_after_the_contract_sees_real_differences(
             "revision", "--autogenerate", "-m", "back", env={"ACCOUNTS_APP_VERSION": "v1"}
         )
         assert refused.returncode != 0
-        assert "accounts.full_name" in refused.stderr and "ecm-rename=accounts.full_name:name" in refused.stderr
+        assert (
+            "accounts.full_name" in refused.stderr and "ecm-rename=accounts.full_name:name" in refused.stderr
+        )
         assert set(project.versions()) == before
         renamed = project.alembic(
             "-x",
