@@ -82,20 +82,27 @@ def _off(context: Any) -> bool:
     return any(v.strip().lower() in ("off", "0", "false", "no") for v in values)
 
 
-def _alembic_command() -> str | None:
+def _alembic_command(context: Any) -> str | None:
     """The ``alembic.command`` function running now (``revision``, ``check``, …), None outside one.
 
     ``alembic check`` (and ``flask db check``) runs the same hook on a revision it never writes:
     plans chained after it would point at a revision that does not exist. Only ``revision``
     writes; ``check`` then reports every difference, unsafe ones included, as it should.
+    The alembic CLI names its command in ``cmd_opts.cmd``; otherwise the stack tells, by the
+    qualified name of the code (an async env.py runs the hook in a greenlet whose stack holds
+    only ``revision.<locals>.retrieve_migrations``, not ``revision`` itself).
     """
+    cmd = getattr(getattr(getattr(context, "config", None), "cmd_opts", None), "cmd", None)
+    if isinstance(cmd, tuple) and cmd and callable(cmd[0]):
+        return str(getattr(cmd[0], "__name__", "")) or None
+    found = None
     frame = sys._getframe(1)
     while frame is not None:
         code = frame.f_code
         if code.co_filename.replace(os.sep, "/").endswith("alembic/command.py"):
-            return code.co_name
+            found = code.co_qualname.split(".")[0]
         frame = frame.f_back  # type: ignore[assignment]
-    return None
+    return found
 
 
 class Rewrite:
@@ -114,7 +121,7 @@ class Rewrite:
         return Rewrite(self._chained, checks=True)
 
     def __call__(self, context: Any, revision: Any, directives: list[Any]) -> None:
-        acts = directives and not _off(context) and _alembic_command() in (None, "revision")
+        acts = directives and not _off(context) and _alembic_command(context) in (None, "revision")
         outcome = self._rewrite(context, directives) if acts else None
         try:
             for other in self._chained:
