@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import Result
 from .project import Project, columns, make_project
 
 ENV_LINE = "process_revision_directives=expandcontract.autogen.rewrite,"
@@ -64,6 +65,12 @@ def project_with_hook(tmp_path: Path, url: str) -> Project:
     return project
 
 
+def autogenerate(project: Project, *answers: str, message: str = "v2") -> Result:
+    """`alembic -x ANSWER… revision --autogenerate` against the v2 models."""
+    x = [arg for answer in answers for arg in ("-x", answer)]
+    return project.alembic(*x, "revision", "--autogenerate", "-m", message, env={"MODELS": "2"})
+
+
 def test_widened_key_is_one_bigint_key_plan_and_nothing_is_left(tmp_path: Path, database_url: str) -> None:
     project = project_with_hook(tmp_path, database_url)
     (project.root / "models.py").write_text(
@@ -100,15 +107,7 @@ def test_constraints_of_a_renamed_column_go_with_the_rename(tmp_path: Path, data
         textwrap.dedent(MODELS).replace("KEY = sa.BigInteger if V2 else sa.Integer", "KEY = sa.Integer")
     )
     before = set(project.versions())
-    result = project.alembic(
-        "-x",
-        "ecm-rename=accounts.name:full_name",
-        "revision",
-        "--autogenerate",
-        "-m",
-        "v2",
-        env={"MODELS": "2"},
-    )
+    result = autogenerate(project, "ecm-rename=accounts.name:full_name")
     assert result.returncode == 0, result.stderr
     assert "rename column accounts.name -> full_name" in result.stderr
     # The unique constraint on name is dropped with it, and the one on full_name waits for the rename.
@@ -168,15 +167,7 @@ def test_a_refusal_writes_nothing_and_changes_nothing(tmp_path: Path, database_u
     assert result.returncode == 2
     assert "change type of accounts.note (text -> integer)" in result.stderr
     assert "--rename accounts.note:note_new" in result.stderr
-    hooked = project.alembic(
-        "-x",
-        "ecm-rename=accounts.name:full_name",
-        "revision",
-        "--autogenerate",
-        "-m",
-        "v2",
-        env={"MODELS": "2"},
-    )
+    hooked = autogenerate(project, "ecm-rename=accounts.name:full_name")
     assert hooked.returncode != 0
     assert "text -> integer" in hooked.stderr
     assert set(project.versions()) == before_files
@@ -201,15 +192,7 @@ def test_a_chained_hook_that_fails_takes_the_plans_with_it(tmp_path: Path, datab
             "\n\ndef refuse(context, revision, directives):\n    raise RuntimeError('the project says no')\n"
         )
     before = set(project.versions())
-    result = project.alembic(
-        "-x",
-        "ecm-rename=accounts.name:full_name",
-        "revision",
-        "--autogenerate",
-        "-m",
-        "v2",
-        env={"MODELS": "2"},
-    )
+    result = autogenerate(project, "ecm-rename=accounts.name:full_name")
     assert result.returncode != 0
     assert "the project says no" in result.stderr
     assert "wrote expand" in result.stderr  # the plans had been written ...
@@ -224,17 +207,14 @@ def test_without_the_filter_the_hook_still_leaves_in_flight_plans_alone(
     """env.py has the rewrite hook but not include_object: mid-flight, autogenerate sees the old
     column of the rename and the plan's NOT NULL to come; the hook plans no drop of either."""
     project = project_with_hook(tmp_path, database_url)
-    v2 = {"MODELS": "2"}
     (project.root / "models.py").write_text(
         textwrap.dedent(MODELS).replace("KEY = sa.BigInteger if V2 else sa.Integer", "KEY = sa.Integer")
     )
-    first = project.alembic(
-        "-x", "ecm-rename=accounts.name:full_name", "revision", "--autogenerate", "-m", "v2", env=v2
-    )
+    first = autogenerate(project, "ecm-rename=accounts.name:full_name")
     assert first.returncode == 0, first.stderr
     assert project.ecm("upgrade", "--phase", "backfill").returncode == 0
     before = set(project.versions())
-    mid = project.alembic("revision", "--autogenerate", "-m", "mid", env=v2)
+    mid = autogenerate(project, message="mid")
     assert mid.returncode == 0, mid.stderr
     assert (
         "covered   DropColumn accounts.name: plan rename_accounts_name_full_name is in flight" in mid.stderr
