@@ -18,7 +18,8 @@ def tests(session: nox.Session) -> None:
     # Tests mostly wait on PostgreSQL and on `ecm` subprocesses, so three workers on two
     # cores nearly halve the run; each worker gets its own embedded server when needed.
     workers = os.environ.get("ECM_TEST_WORKERS", "3")
-    session.run("pytest", "-n", workers, *session.posargs)
+    # The slowest tests, printed at the end: where to look when the run grows past its budget.
+    session.run("pytest", "-n", workers, "--durations=15", *session.posargs)
 
 
 @nox.session

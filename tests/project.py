@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +47,30 @@ class Project:
         return psycopg.connect(self.url, autocommit=True)
 
 
+_INITIALIZED: list[Path] = []
+
+
+def _alembic_init() -> Path:
+    """What `alembic init migrations` writes, made once per test process and copied from then on
+    (the files do not depend on where they go: alembic.ini names the folder as %(here)s/migrations)."""
+    if not _INITIALIZED:
+        where = Path(tempfile.mkdtemp(prefix="ecm-alembic-init-"))
+        atexit.register(shutil.rmtree, where, True)
+        subprocess.run(
+            [sys.executable, "-m", "alembic", "init", "migrations"],
+            cwd=where,
+            check=True,
+            capture_output=True,
+        )
+        _INITIALIZED.append(where)
+    return _INITIALIZED[0]
+
+
 def make_project(root: Path, url: str) -> Project:
     root.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "init", "migrations"], cwd=root, check=True, capture_output=True
-    )
+    template = _alembic_init()
+    shutil.copytree(template / "migrations", root / "migrations")  # fails if it exists, as alembic init does
+    shutil.copy2(template / "alembic.ini", root / "alembic.ini")
     ini = root / "alembic.ini"
     lines = []
     for line in ini.read_text().splitlines():
