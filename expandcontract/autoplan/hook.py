@@ -182,10 +182,10 @@ class Rewrite:
         if outcome.authored:
             phases = {f["phase"] for _, a in outcome.authored for f in a.files}
             steps = [f"--phase {p}" for p in ("expand", "backfill") if p in phases]
-            text = "  next: ecm upgrade " + ", then ".join(steps) + " (or alembic upgrade head)"
+            parts = [f"ecm upgrade {', then '.join(steps)} (or alembic upgrade head)"] if steps else []
             if "contract" in phases:
-                text += "; deploy the new code; ecm upgrade --phase contract"
-            print(text, file=sys.stderr)
+                parts.append("deploy the new code; ecm upgrade --phase contract")
+            print("  next: " + "; ".join(parts), file=sys.stderr)
         if upgrade_ops.is_empty() and outcome.authored:
             directives[:] = []  # everything became plans: no empty revision
             print("  (nothing safe was left: no revision file of Alembic's own)", file=sys.stderr)
